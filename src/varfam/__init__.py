@@ -1,0 +1,36 @@
+"""varfam: variational autoencoders whose variational families are first-class.
+
+>>> import varfam
+>>> model = varfam.VAE.build(data_shape=(1, 8, 8), latent_dim=2, hidden=(32,), family="diagonal")
+>>> data = varfam.load_dataset("digits")
+>>> result = varfam.train(model, data.limit(200), epochs=1)
+>>> round(result.history[-1]["test_elbo"]) < 0
+True
+"""
+
+from . import families, likelihoods, objectives, priors  # noqa: F401  (register parts)
+from .checkpoint import load_model as load
+from .config import ModelConfig, RunConfig, TrainConfig
+from .data import Dataset, load_dataset
+from .errors import VarfamError
+from .evaluate import evaluate_elbo
+from .model import VAE
+from .registry import ALL_REGISTRIES
+from .train import TrainResult, train
+
+__all__ = [
+    "VAE",
+    "ModelConfig",
+    "TrainConfig",
+    "RunConfig",
+    "Dataset",
+    "load_dataset",
+    "train",
+    "TrainResult",
+    "load",
+    "evaluate_elbo",
+    "VarfamError",
+    "ALL_REGISTRIES",
+]
+
+__version__ = "0.1.0"

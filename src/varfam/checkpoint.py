@@ -1,0 +1,198 @@
+"""Saving and loading runs: safetensors only, written atomically.
+
+A run folder holds ``config.json``, ``model.safetensors`` (the weights) and,
+while training, ``checkpoint.safetensors`` (weights, optimizer state, RNG states
+and the epoch, in one file). Every file is written to a temporary name in the
+same folder and renamed over the old one, so a kill at any moment leaves the
+last complete file readable. Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import RunConfig, TrainConfig
+from .errors import VarfamError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import VAE
+
+__all__ = [
+    "atomic_write",
+    "write_text_atomic",
+    "save_model",
+    "load_model",
+    "load_run_config",
+    "save_checkpoint",
+    "load_checkpoint",
+    "CONFIG",
+    "WEIGHTS",
+    "CHECKPOINT",
+]
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` over ``path`` (same folder).
+
+    The file is flushed to disk before the rename, so ``path`` always holds either
+    the old or the new complete content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+
+
+def save_model(model: VAE, run_dir: str | Path, train_config: TrainConfig | None = None) -> None:
+    """Write ``model.safetensors`` and ``config.json`` (config only if absent or given)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / CONFIG
+    if train_config is not None or not cfg_path.exists():
+        write_text_atomic(cfg_path, model.run_config(train_config).to_json())
+    atomic_write(run_dir / WEIGHTS, lambda tmp: save_file(_contiguous(model.state_dict()), tmp))
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """Read and validate a run folder's ``config.json``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise VarfamError(f"run folder {run_dir} does not exist")
+    if not (run_dir / CONFIG).is_file():
+        raise VarfamError(
+            f"{run_dir} is not a varfam run (no {CONFIG}); give the folder `varfam train` wrote"
+        )
+    return RunConfig.read(run_dir / CONFIG)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(str(path)), metadata
+    except FileNotFoundError:
+        raise VarfamError(f"{path} does not exist") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise VarfamError(
+            f"{path} is not a readable safetensors file ({str(e).splitlines()[0]}); "
+            "varfam loads weights only from safetensors"
+        ) from None
+
+
+def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        detail = (missing and f"missing {missing[:3]}") or (
+            unexpected and f"unexpected {unexpected[:3]}"
+        ) or f"shape of {wrong[:3]}"
+        raise VarfamError(
+            f"the weights in {path} do not match its config.json ({detail}); "
+            "the run folder was edited or mixed with another run"
+        )
+    model.load_state_dict(state)
+
+
+def load_model(run_dir: str | Path, map_location: str | torch.device = "cpu") -> VAE:
+    """Rebuild the model of a run folder from ``config.json`` and ``model.safetensors``."""
+    from .model import VAE
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    weights = run_dir / WEIGHTS
+    if not weights.is_file():
+        if (run_dir / CHECKPOINT).is_file():
+            weights = run_dir / CHECKPOINT
+        else:
+            raise VarfamError(f"{run_dir} has no {WEIGHTS}; the run did not finish an epoch")
+    model = VAE.build(cfg.model)
+    state, _ = _read_safetensors(weights)
+    if weights.name == CHECKPOINT:
+        state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    _load_state(model, state, weights)
+    return model.to(map_location).eval()
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rng: dict[str, torch.Tensor],
+    info: dict[str, Any],
+) -> None:
+    """Write weights, optimizer state, RNG states and ``info`` (JSON-able) to one file."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    plain_state: dict[str, dict[str, Any]] = {}
+    for idx, entry in opt["state"].items():
+        for name, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{name}"] = value
+            else:
+                plain_state.setdefault(str(idx), {})[name] = value
+    tensors.update({f"rng.{k}": v for k, v in rng.items()})
+    meta = {
+        "info": json.dumps(info),
+        "param_groups": json.dumps(opt["param_groups"]),
+        "optim_plain": json.dumps(plain_state),
+    }
+    atomic_write(path, lambda tmp: save_file(_contiguous(tensors), tmp, metadata=meta))
+
+
+def load_checkpoint(
+    path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Restore ``model`` (and ``optimizer``) from a checkpoint; return (rng states, info)."""
+    path = Path(path)
+    tensors, meta = _read_safetensors(path)
+    try:
+        info = json.loads(meta["info"])
+        groups = json.loads(meta["param_groups"])
+        plain = json.loads(meta["optim_plain"])
+    except (KeyError, json.JSONDecodeError):
+        raise VarfamError(f"{path} is not a varfam checkpoint (its metadata is missing)") from None
+    _load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    if optimizer is not None:
+        state: dict[int, dict[str, Any]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, idx, name = k.split(".", 2)
+                state.setdefault(int(idx), {})[name] = v
+        for idx, entry in plain.items():
+            state.setdefault(int(idx), {}).update(entry)
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return rng, info

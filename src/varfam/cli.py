@@ -1,0 +1,447 @@
+"""The ``varfam`` command: thin subcommands that parse, build from config, call the library.
+
+Errors a user can cause print one line ``varfam: error: …`` and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .errors import VarfamError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------- argument types
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def hidden_widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of widths") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive whole numbers, got '{text}'")
+    return widths
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as JSON when it parses (numbers, true/false), else a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().replace("-", "_"), value
+
+
+# ---------------------------------------------------------------- the parser
+#: family/objective flags → (section, option key)
+_PART_FLAGS: dict[str, tuple[str, str]] = {
+    "flow_steps": ("family_options", "flow_steps"),
+    "rank": ("family_options", "rank"),
+    "components": ("family_options", "components"),
+    "temperature": ("family_options", "temperature"),
+    "beta": ("objective_options", "beta"),
+    "warmup_epochs": ("objective_options", "warmup_epochs"),
+    "free_bits": ("objective_options", "free_bits"),
+    "k": ("objective_options", "k"),
+    "estimator": ("objective_options", "estimator"),
+}
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="dataset name (varfam list) or a .npy/.npz file or image folder")
+    g.add_argument("--data-dir", help="folder holding a named dataset's files")
+    g.add_argument("--key", dest="data_key", help="array name inside a .npz with several arrays")
+    g.add_argument("--image-size", type=positive_int, help="resize folder images to SIZE×SIZE")
+    g.add_argument("--binarize", choices=["none", "static", "dynamic"])
+    g.add_argument("--limit", type=positive_int, help="use only the first N training examples")
+    g = p.add_argument_group("model")
+    g.add_argument("--family", help="variational family q(z|x) (default: diagonal)")
+    g.add_argument("--prior", help="prior p(z) (default: standard)")
+    g.add_argument("--likelihood", help="likelihood p(x|z) (default: bernoulli)")
+    g.add_argument("--latent-dim", type=positive_int, help="latent dimensions D (default: 20)")
+    g.add_argument("--hidden", type=hidden_widths, help="hidden widths, e.g. 400 or 512,256")
+    g.add_argument("--arch", help="network architecture: mlp or conv (default: mlp)")
+    g.add_argument("--flow-steps", type=positive_int, help="flow length of flow families")
+    g.add_argument("--rank", type=positive_int, help="rank of the lowrank family")
+    g.add_argument("--components", type=positive_int, help="mixture components of a family")
+    g.add_argument("--temperature", type=positive_float, help="relaxation temperature")
+    g.add_argument("--family-option", action="append", type=key_value, default=[],
+                   metavar="KEY=VALUE", help="any option of the family (repeatable)")
+    g.add_argument("--prior-option", action="append", type=key_value, default=[],
+                   metavar="KEY=VALUE", help="any option of the prior (repeatable)")
+    g.add_argument("--likelihood-option", action="append", type=key_value, default=[],
+                   metavar="KEY=VALUE", help="any option of the likelihood (repeatable)")
+    g = p.add_argument_group("objective")
+    g.add_argument("--objective", help="training objective: elbo or iwae (default: elbo)")
+    g.add_argument("--beta", type=nonnegative_float, help="KL weight (beta-VAE)")
+    g.add_argument("--warmup-epochs", type=nonnegative_float, help="KL warm-up length in epochs")
+    g.add_argument("--free-bits", type=nonnegative_float, help="free bits, nats per dimension")
+    g.add_argument("--k", type=positive_int, help="importance samples of iwae")
+    g.add_argument("--estimator", help="iwae gradient estimator: plain, stl or dreg")
+    g.add_argument("--objective-option", action="append", type=key_value, default=[],
+                   metavar="KEY=VALUE", help="any option of the objective (repeatable)")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=positive_int, help="epochs (default: 30)")
+    g.add_argument("--batch-size", type=positive_int, help="batch size (default: 128)")
+    g.add_argument("--lr", type=positive_float, help="Adam learning rate (default: 1e-3)")
+    g.add_argument("--seed", type=nonnegative_int, help="random seed (default: 0)")
+    g.add_argument("--device", help="auto, cpu or cuda (default: auto)")
+    g.add_argument("--precision", choices=["auto", "bf16", "fp32"],
+                   help="training precision (default: auto = bf16 where fast; eval is fp32)")
+    g.add_argument("--out", help="run folder (default: runs/<dataset>-<family>-<time>)")
+    g.add_argument("--config", help="TOML file with [model] and [train] sections")
+    g.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="varfam",
+        description="Variational autoencoders whose variational families are first-class.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a VAE (default: the textbook model on mnist5k)")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="test ELBO, reconstruction and KL of a run, in nats")
+    p.add_argument("run")
+    p.add_argument("--data", help="evaluate on another dataset's test split")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sample", help="decode draws from the prior")
+    p.add_argument("run")
+    p.add_argument("-n", type=positive_int, default=64, help="how many (default 64)")
+    p.add_argument("-o", "--output", required=True, help="FILE.png (grid) or FILE.npy (array)")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("reconstruct", help="test inputs beside reconstructions from several z")
+    p.add_argument("run")
+    p.add_argument("-o", "--output", required=True, help="FILE.png or FILE.npy")
+    p.add_argument("-n", type=positive_int, default=8, help="how many inputs (default 8)")
+    p.add_argument("--draws", type=positive_int, default=4, help="draws of z per input")
+    p.add_argument("--data", help="another dataset's test split")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("interpolate", help="decode the latent path between pairs of test images")
+    p.add_argument("run")
+    p.add_argument("-o", "--output", required=True, help="FILE.png or FILE.npy")
+    p.add_argument("--pairs", type=positive_int, default=4)
+    p.add_argument("--steps", type=positive_int, default=10)
+    p.add_argument("--data", help="another dataset's test split")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("encode", help="latent means and scales of a dataset's test split")
+    p.add_argument("run")
+    p.add_argument("--data", help="dataset name or path (default: the run's)")
+    p.add_argument("-o", "--output", required=True,
+                   help="FILE.npy: array (N, 2, D) of [mean, scale]; FILE.npz: loc, scale, labels")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="decode latents from a .npy file to images")
+    p.add_argument("run")
+    p.add_argument("--latents", required=True, help="FILE.npy of shape (N, D) (or encode's (N, 2, D))")
+    p.add_argument("-o", "--output", required=True, help="FILE.png or FILE.npy")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("list", help="every registered dataset, family, prior, likelihood, …")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+# ---------------------------------------------------------------- train
+def _train_config_from_args(args: argparse.Namespace):
+    from .config import RunConfig, load_toml
+
+    base: dict[str, Any] = {}
+    if args.config:
+        base = load_toml(args.config)
+    cfg = RunConfig.from_dict(base, args.config or "config")
+    m, t = cfg.model, cfg.train
+    for name in ("family", "prior", "likelihood", "latent_dim", "hidden", "arch"):
+        if getattr(args, name) is not None:
+            setattr(m, name, getattr(args, name))
+    for name in ("data", "data_dir", "data_key", "image_size", "binarize", "limit", "objective",
+                 "epochs", "batch_size", "lr", "seed", "device", "precision"):
+        if getattr(args, name) is not None:
+            setattr(t, name, getattr(args, name))
+    for flag, (section, key) in _PART_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            owner = t if section == "objective_options" else m
+            getattr(owner, section)[key] = value
+    for flag, owner, section in (("family_option", m, "family_options"),
+                                 ("prior_option", m, "prior_options"),
+                                 ("likelihood_option", m, "likelihood_options"),
+                                 ("objective_option", t, "objective_options")):
+        for key, value in getattr(args, flag):
+            getattr(owner, section)[key] = value
+    # re-validate after the command-line overrides
+    return RunConfig.from_dict(cfg.to_dict(), "command line")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import load_run_config
+    from .model import VAE
+    from .runs import run_dataset
+    from .train import train
+    from .viz import write_run_pictures
+
+    if args.resume:
+        cfg = load_run_config(args.resume)
+        if args.epochs is not None:
+            cfg.train.epochs = args.epochs
+        out = Path(args.resume)
+    else:
+        cfg = _train_config_from_args(args)
+        out = None
+    data = run_dataset(cfg)
+    cfg.model.data_shape = data.data_shape
+    torch.manual_seed(cfg.train.seed)
+    model = VAE.build(cfg.model)
+    if out is None:
+        stem = Path(cfg.train.data).stem if Path(cfg.train.data).exists() else cfg.train.data
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = Path(args.out) if args.out else Path("runs") / f"{stem}-{cfg.model.family}-{stamp}"
+    progress = not args.quiet and sys.stderr.isatty()
+    print(f"training {cfg.model.family} VAE on {cfg.train.data} "
+          f"({data.train.shape[0]} train / {data.test.shape[0]} test, shape {data.data_shape}) "
+          f"→ {out}", file=sys.stderr)
+    result = train(model, data, cfg.train, out=out, resume=bool(args.resume), progress=progress)
+    from .runs import run_test_data
+
+    test_x, labels = run_test_data(cfg)
+    write_run_pictures(result.model, test_x, labels, out, seed=cfg.train.seed)
+    last = result.history[-1] if result.history else {}
+    print(f"test ELBO {last.get('test_elbo', float('nan')):.2f} nats after "
+          f"{last.get('epoch', 0)} epochs ({last.get('wall_time', 0):.1f} s); results in {out}")
+    return 0
+
+
+# ---------------------------------------------------------------- inspection
+def _open(run: str):
+    from .runs import open_run
+
+    return open_run(run)
+
+
+def _write_images(images, output: str, ncol: int) -> None:
+    import numpy as np
+
+    from .viz import save_grid
+
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".npy":
+        np.save(path, images.detach().cpu().numpy())
+    elif path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        save_grid(images, path, ncol=ncol)
+    else:
+        raise VarfamError(f"output {output} must end in .png or .npy")
+    print(path)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_elbo
+    from .runs import run_test_data
+
+    model, cfg = _open(args.run)
+    x, _ = run_test_data(cfg, args.data)
+    metrics = {"run": args.run, "n": int(x.shape[0]), **evaluate_elbo(model, x)}
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{args.run}: {metrics['n']} test examples")
+        for k in ("elbo", "reconstruction", "kl"):
+            print(f"  {k:15s} {metrics[k]:10.3f} nats")
+    return 0
+
+
+def _seeded(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    model, _ = _open(args.run)
+    _seeded(args.seed)
+    _write_images(model.sample(args.n), args.output, ncol=8)
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from .runs import run_test_data
+    from .viz import reconstruction_grid
+
+    model, cfg = _open(args.run)
+    x, _ = run_test_data(cfg, args.data)
+    _seeded(args.seed)
+    images, per_row = reconstruction_grid(model, x[: args.n], draws=args.draws)
+    _write_images(images, args.output, ncol=per_row)
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from .runs import run_test_data
+    from .viz import interpolation_grid
+
+    model, cfg = _open(args.run)
+    x, _ = run_test_data(cfg, args.data)
+    n = min(2 * args.pairs, x.shape[0] - x.shape[0] % 2)
+    if n < 2:
+        raise VarfamError("interpolation needs at least two test examples")
+    _write_images(interpolation_grid(model, x[:n], steps=args.steps), args.output, args.steps)
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .runs import run_test_data
+
+    model, cfg = _open(args.run)
+    x, labels = run_test_data(cfg, args.data)
+    if tuple(x.shape[1:]) != model.data_shape:
+        raise VarfamError(
+            f"data of shape {tuple(x.shape[1:])} does not fit this run's {model.data_shape}"
+        )
+    locs, scales = [], []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], 1000):
+            q = model.encode(x[i : i + 1000])
+            try:
+                loc, scale = q.mean, q.stddev
+            except NotImplementedError:  # no closed form: Monte Carlo with 256 draws
+                z = q.sample((256,))
+                loc, scale = z.mean(0), z.std(0)
+            locs.append(loc)
+            scales.append(scale)
+    loc, scale = torch.cat(locs).numpy(), torch.cat(scales).numpy()
+    path = Path(args.output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".npz":
+        extra = {} if labels is None else {"labels": labels.numpy()}
+        np.savez(path, loc=loc, scale=scale, **extra)
+    elif path.suffix == ".npy":
+        np.save(path, np.stack([loc, scale], 1))
+    else:
+        raise VarfamError(f"output {args.output} must end in .npy or .npz")
+    print(path)
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    model, _ = _open(args.run)
+    try:
+        z = np.load(args.latents, allow_pickle=False)
+    except FileNotFoundError:
+        raise VarfamError(f"latents file {args.latents} does not exist") from None
+    except (ValueError, OSError) as e:
+        raise VarfamError(f"cannot read {args.latents} as a .npy array ({e})") from None
+    if z.ndim == 3 and z.shape[1] == 2:
+        z = z[:, 0]
+    if z.ndim != 2 or z.shape[1] != model.latent_dim:
+        raise VarfamError(
+            f"latents must have shape (N, {model.latent_dim}) for this run, got {z.shape}"
+        )
+    with torch.no_grad():
+        images = model.decode(torch.as_tensor(z, dtype=torch.float32)).mean
+    _write_images(images, args.output, ncol=8)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from . import families, likelihoods, objectives, priors  # noqa: F401
+    from . import nets  # noqa: F401
+    from .data import named  # noqa: F401
+    from .registry import ALL_REGISTRIES
+
+    for kind, registry in ALL_REGISTRIES.items():
+        print(f"{kind}:")
+        for entry in registry:
+            ref = f"  [{entry.reference}]" if entry.reference else ""
+            print(f"  {entry.name:22s} {entry.description}{ref}")
+    return 0
+
+
+# ---------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except VarfamError as e:
+        print(f"varfam: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("varfam: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,186 @@
+"""Typed configuration: what rebuilds a model and what reproduces a training run.
+
+A run's ``config.json`` is ``{"model": ModelConfig, "train": TrainConfig}``.
+Loading validates every key and type before anything is built; unknown keys end
+in a :class:`VarfamError` that lists the known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import VarfamError, suggest
+
+__all__ = ["ModelConfig", "TrainConfig", "RunConfig", "load_toml", "from_dict"]
+
+CONFIG_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model's architecture (weights live elsewhere)."""
+
+    data_shape: tuple[int, ...] = (1, 28, 28)
+    arch: str = "mlp"
+    hidden: tuple[int, ...] = (400,)
+    latent_dim: int = 20
+    family: str = "diagonal"
+    family_options: dict[str, Any] = field(default_factory=dict)
+    prior: str = "standard"
+    prior_options: dict[str, Any] = field(default_factory=dict)
+    likelihood: str = "bernoulli"
+    likelihood_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_shape = tuple(int(s) for s in self.data_shape)
+        self.hidden = tuple(int(s) for s in self.hidden)
+        if self.latent_dim < 1:
+            raise VarfamError(f"latent_dim must be at least 1, got {self.latent_dim}")
+        if any(h < 1 for h in self.hidden):
+            raise VarfamError(f"hidden widths must be positive, got {self.hidden}")
+
+
+@dataclass
+class TrainConfig:
+    """How a model was (or will be) trained; recorded so a run can be reproduced."""
+
+    data: str = "mnist5k"
+    data_dir: str | None = None
+    data_key: str | None = None
+    image_size: int | None = None
+    binarize: str = "none"
+    limit: int | None = None
+    objective: str = "elbo"
+    objective_options: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    skip_nonfinite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise VarfamError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise VarfamError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise VarfamError(f"lr must be positive, got {self.lr}")
+        if self.binarize not in ("none", "static", "dynamic"):
+            raise VarfamError(
+                f"binarize must be none, static or dynamic, got '{self.binarize}'"
+            )
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise VarfamError(f"precision must be auto, bf16 or fp32, got '{self.precision}'")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise VarfamError(f"device must be auto, cpu or cuda, got '{self.device}'")
+        if self.limit is not None and self.limit < 1:
+            raise VarfamError(f"limit must be at least 1, got {self.limit}")
+
+
+@dataclass
+class RunConfig:
+    """A run's full configuration: ``model`` and ``train`` sections."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    version: int = CONFIG_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "config") -> RunConfig:
+        return from_dict(cls, data, where)
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunConfig:
+        """Read and validate a ``config.json``."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise VarfamError(f"{path} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise VarfamError(f"{path} is not valid JSON ({e}); restore it or retrain") from None
+        return cls.from_dict(data, str(path))
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    """Check (and lightly coerce) ``value`` against the annotation ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise VarfamError(f"{where} must be a list, got {type(value).__name__}")
+        return tuple(_check_type(v, args[0], where) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise VarfamError(f"{where} must be a table/object, got {type(value).__name__}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise VarfamError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise VarfamError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise VarfamError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise VarfamError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: Any, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise VarfamError(f"{where} must be a table/object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise VarfamError(
+                f"unknown key '{key}' in {where}{suggest(key, fields)}; "
+                f"known keys: {', '.join(fields)}"
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value, f"{where}.{key}")
+        else:
+            kwargs[key] = _check_type(value, tp, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into a plain dict (sections ``[model]`` and ``[train]``)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise VarfamError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise VarfamError(f"config file {path} is not valid TOML: {e}") from None

@@ -1,0 +1,150 @@
+"""The VAE: encoder network, family, decoder network, likelihood and prior wired together.
+
+>>> import torch, varfam
+>>> model = varfam.VAE.build(data_shape=(1, 8, 8), latent_dim=2, hidden=(32,))
+>>> q = model.encode(torch.rand(5, 1, 8, 8))      # a torch Distribution over z
+>>> q.rsample().shape
+torch.Size([5, 2])
+>>> model.sample(3).shape
+torch.Size([3, 1, 8, 8])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from . import families as _families  # noqa: F401  (registers the built-in parts)
+from . import likelihoods as _likelihoods  # noqa: F401
+from . import nets as _nets  # noqa: F401
+from . import priors as _priors  # noqa: F401
+from .config import ModelConfig, RunConfig
+from .precision import fp32
+from .registry import ARCHITECTURES, FAMILIES, LIKELIHOODS, PRIORS
+
+__all__ = ["VAE"]
+
+
+class VAE(nn.Module):
+    """A variational autoencoder made of five parts.
+
+    Shapes: data ``x`` is ``(B, *data_shape)``; latents ``z`` are ``(B, D)`` (or
+    ``(k, B, D)`` with ``k`` importance samples where stated). Log-densities are
+    per example, in nats.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        family: nn.Module,
+        decoder: nn.Module,
+        likelihood: nn.Module,
+        prior: nn.Module,
+        config: ModelConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.family = family
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.prior = prior
+        self.config = config
+
+    # ---------------------------------------------------------------- building
+    @classmethod
+    def build(cls, config: ModelConfig | None = None, **overrides: Any) -> VAE:
+        """Build a model from a :class:`ModelConfig` and/or keyword overrides.
+
+        Keywords are the fields of :class:`ModelConfig`: ``data_shape``, ``arch``,
+        ``hidden``, ``latent_dim``, ``family`` (+``family_options``), ``prior``
+        (+``prior_options``), ``likelihood`` (+``likelihood_options``).
+        """
+        cfg = ModelConfig(**{**(config.__dict__ if config else {}), **overrides})
+        likelihood = LIKELIHOODS.build(
+            cfg.likelihood, cfg.data_shape, options=cfg.likelihood_options
+        )
+        encoder, decoder = ARCHITECTURES.get(cfg.arch)(
+            cfg.data_shape, cfg.hidden, cfg.latent_dim, likelihood.params_per_value
+        )
+        family = FAMILIES.build(
+            cfg.family, encoder.feature_dim, cfg.latent_dim, options=cfg.family_options
+        )
+        prior = PRIORS.build(cfg.prior, cfg.latent_dim, cfg.data_shape, options=cfg.prior_options)
+        return cls(encoder, family, decoder, likelihood, prior, cfg)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.family.latent_dim
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return self.likelihood.data_shape
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ---------------------------------------------------------------- the maps
+    def encode(self, x: Tensor) -> Distribution:
+        """q(z|x) for a batch ``x`` (B, *data_shape): batch_shape (B,), event_shape (D,)."""
+        h = self.encoder(x)
+        with fp32(h.device.type):
+            return self.family(h.float())
+
+    def encode_location(self, x: Tensor) -> Tensor:
+        """A point summary of q(z|x) (its mean where defined), shape (B, D)."""
+        h = self.encoder(x)
+        with fp32(h.device.type):
+            return self.family.location(h.float())
+
+    def decode(self, z: Tensor) -> Distribution:
+        """p(x|z) for latents ``z`` (N, D): batch_shape (N,), event_shape data_shape."""
+        params = self.decoder(z)
+        with fp32(params.device.type):
+            return self.likelihood(params.float())
+
+    def prior_distribution(self) -> Distribution:
+        """p(z): batch_shape (), event_shape (D,)."""
+        with fp32(self.device.type):
+            return self.prior(self.encode)
+
+    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x|z) in nats for ``z`` of shape (..., B, D) → (..., B); decodes all at once."""
+        lead = z.shape[:-1]
+        px = self.decode(z.reshape(-1, z.shape[-1]))
+        xs = x.expand(*lead[:-1], *x.shape).reshape(-1, *x.shape[1:])
+        return px.log_prob(xs).view(lead)
+
+    # ---------------------------------------------------------------- pictures
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        """``n`` new data points: decoded means of z ~ p(z), shape (n, *data_shape)."""
+        return self.decode(self.prior_distribution().sample((n,))).mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, draws: int = 1) -> Tensor:
+        """Decoded means of z ~ q(z|x): shape (B, *data_shape), or (draws, B, ...) if draws > 1."""
+        z = self.encode(x).sample((draws,))
+        out = self.decode(z.reshape(-1, z.shape[-1])).mean.view(draws, *x.shape)
+        return out[0] if draws == 1 else out
+
+    # ---------------------------------------------------------------- files
+    def save(self, run_dir: str | Path, train_config: Any = None) -> None:
+        """Write ``model.safetensors`` (and ``config.json`` if absent) into ``run_dir``."""
+        from .checkpoint import save_model
+
+        save_model(self, run_dir, train_config)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, map_location: str | torch.device = "cpu") -> VAE:
+        """Rebuild a model from a run folder; weights only from safetensors."""
+        from .checkpoint import load_model
+
+        return load_model(run_dir, map_location)
+
+    def run_config(self, train_config: Any = None) -> RunConfig:
+        return RunConfig(model=self.config or ModelConfig(), train=train_config or RunConfig().train)

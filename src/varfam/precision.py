@@ -1,0 +1,63 @@
+"""Devices and numeric precision: bf16 autocast for training, fp32 for densities.
+
+Networks run under bf16 autocast where the hardware has fast bf16 matrix
+products (AVX-512 BF16 / AMX on CPUs, Ampere or newer GPUs). Distributions are
+always built and evaluated in fp32 (see :func:`fp32`), and evaluation never
+uses autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from .errors import VarfamError
+
+__all__ = ["resolve_device", "bf16_supported", "use_bf16", "autocast", "fp32"]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VarfamError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` has fast bf16 matrix products."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - older builds
+        return False
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Resolve ``auto|bf16|fp32`` for ``device``."""
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    return bf16_supported(device)
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when ``enabled``, else a no-op."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def fp32(device_type: str) -> Iterator[None]:
+    """Suspend autocast (if active) so that densities are computed in fp32."""
+    if torch.is_autocast_enabled(device_type):
+        with torch.autocast(device_type=device_type, enabled=False):
+            yield
+    else:
+        yield

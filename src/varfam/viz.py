@@ -1,0 +1,189 @@
+"""Pictures: image grids, reconstructions, prior samples, interpolations, the latent map.
+
+Grids are assembled with numpy and written with Pillow (exact pixels, fast);
+the latent map uses matplotlib. Images are (N, C, H, W) or (N, D) tensors in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import VAE
+
+__all__ = [
+    "as_images",
+    "image_grid",
+    "save_grid",
+    "reconstruction_grid",
+    "sample_grid",
+    "interpolation_grid",
+    "latent_map",
+    "pca_2d",
+    "save_latent_map",
+    "write_run_pictures",
+]
+
+
+def as_images(x: Tensor) -> Tensor:
+    """View data as (N, C, H, W): vectors (N, D) become a square-ish 1-channel image."""
+    if x.dim() == 4:
+        return x
+    if x.dim() == 3:
+        return x.unsqueeze(1)
+    d = x.shape[1]
+    side = math.isqrt(d)
+    if side * side == d:
+        return x.view(-1, 1, side, side)
+    return x.view(-1, 1, 1, d)
+
+
+def image_grid(images: Tensor, ncol: int, pad: int = 2, scale: int = 1) -> Image.Image:
+    """Tile images (N, C, H, W) in [0, 1] into one PIL image, ``ncol`` per row."""
+    images = as_images(images.detach().float().cpu()).clamp(0, 1)
+    n, c, h, w = images.shape
+    nrow = max(1, -(-n // ncol))
+    grid = np.ones((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
+    for k in range(n):
+        r, q = divmod(k, ncol)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        grid[:, y : y + h, x : x + w] = images[k].numpy()
+    arr = (grid * 255 + 0.5).astype(np.uint8)
+    img = Image.fromarray(arr[0] if c == 1 else arr[:3].transpose(1, 2, 0))
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img
+
+
+def _auto_scale(images: Tensor) -> int:
+    h = as_images(images).shape[-2]
+    return max(1, 56 // h) if h < 56 else 1
+
+
+def save_grid(images: Tensor, path: str | Path, ncol: int = 8) -> Path:
+    """Write images as a PNG grid (small images are enlarged for viewing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images, ncol, scale=_auto_scale(images)).save(path)
+    return path
+
+
+@torch.no_grad()
+def reconstruction_grid(model: VAE, x: Tensor, draws: int = 1) -> tuple[Tensor, int]:
+    """Rows of [input, reconstruction × draws]; returns (images, images per row)."""
+    rec = model.reconstruct(x.to(model.device), draws=draws)
+    rec = rec.unsqueeze(0) if draws == 1 else rec
+    rows = torch.cat([x.to(model.device).unsqueeze(0), rec], 0)  # (1+draws, B, ...)
+    return rows.transpose(0, 1).reshape(-1, *x.shape[1:]), draws + 1
+
+
+@torch.no_grad()
+def sample_grid(model: VAE, n: int = 64) -> Tensor:
+    return model.sample(n)
+
+
+@torch.no_grad()
+def interpolation_grid(model: VAE, pairs: Tensor, steps: int = 10) -> Tensor:
+    """Decode straight lines between the latent locations of pairs of inputs.
+
+    ``pairs``: (2P, *data_shape), consecutive items form a pair. Returns
+    (P * steps, *data_shape), one row per pair. Spherical families are
+    interpolated along the great circle (spherical linear interpolation).
+    """
+    z = model.encode_location(pairs.to(model.device))
+    a, b = z[0::2], z[1::2]
+    t = torch.linspace(0, 1, steps, device=z.device).view(1, -1, 1)
+    if getattr(model.family, "default_prior", "") == "uniform-sphere":
+        a, b = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
+        omega = torch.acos((a * b).sum(-1).clamp(-1 + 1e-6, 1 - 1e-6)).view(-1, 1, 1)
+        path = (torch.sin((1 - t) * omega) * a[:, None] + torch.sin(t * omega) * b[:, None]) / (
+            torch.sin(omega)
+        )
+    else:
+        path = a[:, None] + t * (b - a)[:, None]
+    return model.decode(path.reshape(-1, z.shape[-1])).mean
+
+
+def pca_2d(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Project (N, D) to its two principal axes: (coords (N, 2), mean (D,), axes (D, 2)).
+
+    For D <= 2 the axes are the coordinate axes themselves (D = 1 pads a zero axis).
+    """
+    z = z.double()
+    mean = z.mean(0)
+    d = z.shape[1]
+    if d <= 2:
+        axes = torch.eye(d, 2, dtype=z.dtype)
+    else:
+        _, _, v = torch.linalg.svd(z - mean, full_matrices=False)
+        axes = v[:2].T
+    if d <= 2:
+        mean = torch.zeros_like(mean)
+    return ((z - mean) @ axes).float(), mean.float(), axes.float()
+
+
+@torch.no_grad()
+def latent_map(model: VAE, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """Latent locations (N, D) of ``x``, batched."""
+    out = [
+        model.encode_location(x[i : i + batch_size].to(model.device)).float().cpu()
+        for i in range(0, x.shape[0], batch_size)
+    ]
+    return torch.cat(out)
+
+
+def save_latent_map(
+    model: VAE, x: Tensor, labels: Tensor | None, path: str | Path
+) -> Path:
+    """Scatter plot of the test set's latent means in 2-D (PCA when D > 2), coloured by label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    coords, _, _ = pca_2d(latent_map(model, x))
+    fig, ax = plt.subplots(figsize=(6, 5.4), dpi=100)
+    if labels is not None:
+        sc = ax.scatter(coords[:, 0], coords[:, 1], c=labels.cpu(), cmap="tab10", s=6, alpha=0.8)
+        ax.legend(*sc.legend_elements(), title="label", loc="best", fontsize=7)
+    else:
+        ax.scatter(coords[:, 0], coords[:, 1], s=6, alpha=0.8)
+    two_d = model.latent_dim <= 2
+    ax.set_xlabel("z1" if two_d else "principal axis 1")
+    ax.set_ylabel("z2" if two_d else "principal axis 2")
+    ax.set_title(f"latent means of {x.shape[0]} test examples")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_run_pictures(
+    model: VAE, test: Tensor, labels: Tensor | None, run_dir: str | Path, seed: int = 0
+) -> dict[str, Path]:
+    """Write reconstructions.png, samples.png, interpolation.png and latent.png into ``run_dir``."""
+    run_dir = Path(run_dir)
+    model.eval()
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        rec, per_row = reconstruction_grid(model, test[:16], draws=1)
+        out = {
+            "reconstructions": save_grid(rec, run_dir / "reconstructions.png", ncol=4 * per_row),
+            "samples": save_grid(sample_grid(model, 64), run_dir / "samples.png", ncol=8),
+            "interpolation": save_grid(
+                interpolation_grid(model, test[:8], steps=10), run_dir / "interpolation.png", ncol=10
+            ),
+            "latent": save_latent_map(model, test, labels, run_dir / "latent.png"),
+        }
+    finally:
+        torch.set_rng_state(state)
+    return out
