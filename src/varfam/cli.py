@@ -162,12 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="test ELBO, reconstruction and KL of a run, in nats")
-    p.add_argument("run")
-    p.add_argument("--data", help="evaluate on another dataset's test split")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_eval)
-
     p = sub.add_parser("sample", help="decode draws from the prior")
     p.add_argument("run")
     p.add_argument("-n", type=positive_int, default=64, help="how many (default 64)")
@@ -207,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="every registered dataset, family, prior, likelihood, …")
     p.set_defaults(func=cmd_list)
+
+    from .commands import register_all
+
+    register_all(sub)
     return parser
 
 
@@ -282,13 +280,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- inspection
-def _open(run: str):
+def open_run_for_command(run: str):
+    """Load a run for a subcommand (model on CPU in eval mode, and its config)."""
     from .runs import open_run
 
     return open_run(run)
 
 
-def _write_images(images, output: str, ncol: int) -> None:
+def write_images(images, output: str, ncol: int) -> None:
     import numpy as np
 
     from .viz import save_grid
@@ -304,22 +303,6 @@ def _write_images(images, output: str, ncol: int) -> None:
     print(path)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_elbo
-    from .runs import run_test_data
-
-    model, cfg = _open(args.run)
-    x, _ = run_test_data(cfg, args.data)
-    metrics = {"run": args.run, "n": int(x.shape[0]), **evaluate_elbo(model, x)}
-    if args.json:
-        print(json.dumps(metrics))
-    else:
-        print(f"{args.run}: {metrics['n']} test examples")
-        for k in ("elbo", "reconstruction", "kl"):
-            print(f"  {k:15s} {metrics[k]:10.3f} nats")
-    return 0
-
-
 def _seeded(seed: int) -> None:
     import torch
 
@@ -327,9 +310,9 @@ def _seeded(seed: int) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    model, _ = _open(args.run)
+    model, _ = open_run_for_command(args.run)
     _seeded(args.seed)
-    _write_images(model.sample(args.n), args.output, ncol=8)
+    write_images(model.sample(args.n), args.output, ncol=8)
     return 0
 
 
@@ -337,11 +320,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .runs import run_test_data
     from .viz import reconstruction_grid
 
-    model, cfg = _open(args.run)
+    model, cfg = open_run_for_command(args.run)
     x, _ = run_test_data(cfg, args.data)
     _seeded(args.seed)
     images, per_row = reconstruction_grid(model, x[: args.n], draws=args.draws)
-    _write_images(images, args.output, ncol=per_row)
+    write_images(images, args.output, ncol=per_row)
     return 0
 
 
@@ -349,12 +332,12 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from .runs import run_test_data
     from .viz import interpolation_grid
 
-    model, cfg = _open(args.run)
+    model, cfg = open_run_for_command(args.run)
     x, _ = run_test_data(cfg, args.data)
     n = min(2 * args.pairs, x.shape[0] - x.shape[0] % 2)
     if n < 2:
         raise VarfamError("interpolation needs at least two test examples")
-    _write_images(interpolation_grid(model, x[:n], steps=args.steps), args.output, args.steps)
+    write_images(interpolation_grid(model, x[:n], steps=args.steps), args.output, args.steps)
     return 0
 
 
@@ -364,7 +347,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     from .runs import run_test_data
 
-    model, cfg = _open(args.run)
+    model, cfg = open_run_for_command(args.run)
     x, labels = run_test_data(cfg, args.data)
     if tuple(x.shape[1:]) != model.data_shape:
         raise VarfamError(
@@ -399,7 +382,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    model, _ = _open(args.run)
+    model, _ = open_run_for_command(args.run)
     try:
         z = np.load(args.latents, allow_pickle=False)
     except FileNotFoundError:
@@ -414,7 +397,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         )
     with torch.no_grad():
         images = model.decode(torch.as_tensor(z, dtype=torch.float32)).mean
-    _write_images(images, args.output, ncol=8)
+    write_images(images, args.output, ncol=8)
     return 0
 
 
