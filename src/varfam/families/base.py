@@ -26,10 +26,18 @@ class Family(nn.Module):
     """Amortized q(z|x): encoder features ``h`` (B, F) → Distribution over z (event (D,)).
 
     Subclasses set ``default_prior`` when N(0, I) is not the natural prior (the
-    sphere for vMF, a categorical for relaxed discrete latents).
+    sphere for vMF, a categorical for relaxed discrete latents) and
+    ``latent_support`` when z does not live on R^D.
     """
 
     default_prior: str = "standard"
+    #: Where z lives, and the base measure ``log_prob`` is a density against:
+    #: ``"real"`` (Lebesgue on R^D), ``"sphere"`` (surface measure on the unit
+    #: sphere S^{D-1}), ``"simplex"`` (Lebesgue on the first D-1 coordinates of the
+    #: probability simplex, torch's RelaxedOneHotCategorical convention) or
+    #: ``"unit-cube"`` (Lebesgue on (0, 1)^D). The contract tests integrate
+    #: densities over this support.
+    latent_support: str = "real"
 
     def __init__(self, feature_dim: int, latent_dim: int) -> None:
         super().__init__()
