@@ -1,0 +1,103 @@
+"""Every command end to end on a small run (digits), through `varfam.cli.main`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from varfam.cli import main
+
+
+def run(*argv: str) -> int:
+    return main([str(a) for a in argv])
+
+
+def test_train_writes_the_run_folder(digits_run: Path) -> None:
+    for name in ("config.json", "model.safetensors", "metrics.jsonl", "checkpoint.safetensors",
+                 "reconstructions.png", "samples.png", "interpolation.png", "latent.png"):
+        assert (digits_run / name).is_file(), name
+    lines = [json.loads(s) for s in (digits_run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in lines if "kind" not in r]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    for key in ("train_loss", "test_elbo", "wall_time", "samples_per_s"):
+        assert np.isfinite(epochs[-1][key])
+    cfg = json.loads((digits_run / "config.json").read_text())
+    assert cfg["model"]["data_shape"] == [1, 8, 8] and cfg["train"]["seed"] == 3
+
+
+def test_eval_json(digits_run: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run("eval", digits_run, "--json") == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["elbo"] < 0 and out["kl"] >= 0
+    assert abs(out["elbo"] - (out["reconstruction"] - out["kl"])) < 1e-6
+
+
+def test_sample_png_and_npy(digits_run: Path, tmp_path: Path) -> None:
+    assert run("sample", digits_run, "-n", "10", "-o", tmp_path / "s.png") == 0
+    assert Image.open(tmp_path / "s.png").size[0] > 0
+    assert run("sample", digits_run, "-n", "10", "-o", tmp_path / "s.npy") == 0
+    arr = np.load(tmp_path / "s.npy")
+    assert arr.shape == (10, 1, 8, 8) and 0 <= arr.min() and arr.max() <= 1
+
+
+def test_reconstruct_draws_differ(digits_run: Path, tmp_path: Path) -> None:
+    assert run("reconstruct", digits_run, "-n", "3", "--draws", "4", "-o", tmp_path / "r.npy") == 0
+    arr = np.load(tmp_path / "r.npy").reshape(3, 5, 1, 8, 8)  # input + 4 draws per row
+    assert not np.allclose(arr[:, 1], arr[:, 2])
+    assert run("reconstruct", digits_run, "-o", tmp_path / "r.png") == 0
+
+
+def test_interpolate(digits_run: Path, tmp_path: Path) -> None:
+    assert run("interpolate", digits_run, "--pairs", "2", "--steps", "5", "-o",
+               tmp_path / "i.npy") == 0
+    assert np.load(tmp_path / "i.npy").shape == (10, 1, 8, 8)
+    assert run("interpolate", digits_run, "-o", tmp_path / "i.png") == 0
+
+
+def test_encode_then_decode(digits_run: Path, tmp_path: Path) -> None:
+    assert run("encode", digits_run, "-o", tmp_path / "z.npy") == 0
+    z = np.load(tmp_path / "z.npy")
+    assert z.shape[1:] == (2, 4) and (z[:, 1] > 0).all()  # [mean, scale] per example
+    assert run("encode", digits_run, "-o", tmp_path / "z.npz") == 0
+    with np.load(tmp_path / "z.npz") as f:
+        assert set(f.files) == {"loc", "scale", "labels"}
+    assert run("decode", digits_run, "--latents", tmp_path / "z.npy", "-o", tmp_path / "d.npy") == 0
+    assert np.load(tmp_path / "d.npy").shape == (z.shape[0], 1, 8, 8)
+    np.save(tmp_path / "bad.npy", np.zeros((3, 7), np.float32))
+    assert run("decode", digits_run, "--latents", tmp_path / "bad.npy", "-o",
+               tmp_path / "d.png") == 2
+
+
+def test_list_names_every_kind(capsys: pytest.CaptureFixture) -> None:
+    assert run("list") == 0
+    out = capsys.readouterr().out
+    for kind in ("datasets:", "families:", "priors:", "likelihoods:", "objectives:",
+                 "architectures:"):
+        assert kind in out
+    assert "diagonal" in out and "mnist5k" in out
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture) -> None:
+    from varfam.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        assert "usage: varfam" in capsys.readouterr().out
+
+
+def test_toml_config_and_flags_override(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nlatent_dim = 3\nhidden = [32]\n[train]\ndata = "digits"\n'
+                   "epochs = 1\nlimit = 300\n")
+    out = tmp_path / "run"
+    assert run("train", "--config", cfg, "--latent-dim", "2", "--out", out, "--quiet") == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model"]["latent_dim"] == 2 and saved["model"]["hidden"] == [32]
+    assert saved["train"]["limit"] == 300
