@@ -70,7 +70,9 @@ def hidden_widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of widths") from None
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of widths"
+        ) from None
     if not widths or min(widths) < 1:
         raise argparse.ArgumentTypeError(f"widths must be positive whole numbers, got '{text}'")
     return widths
@@ -195,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decode", help="decode latents from a .npy file to images")
     p.add_argument("run")
-    p.add_argument("--latents", required=True, help="FILE.npy of shape (N, D) (or encode's (N, 2, D))")
+    p.add_argument("--latents", required=True,
+                   help="FILE.npy of shape (N, D) (or encode's (N, 2, D))")
     p.add_argument("-o", "--output", required=True, help="FILE.png or FILE.npy")
     p.set_defaults(func=cmd_decode)
 
@@ -402,8 +405,13 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from . import families, likelihoods, objectives, priors  # noqa: F401
-    from . import nets  # noqa: F401
+    from . import (  # noqa: F401
+        families,
+        likelihoods,
+        nets,  # noqa: F401
+        objectives,
+        priors,
+    )
     from .data import named  # noqa: F401
     from .registry import ALL_REGISTRIES
 

@@ -147,4 +147,5 @@ class VAE(nn.Module):
         return load_model(run_dir, map_location)
 
     def run_config(self, train_config: Any = None) -> RunConfig:
-        return RunConfig(model=self.config or ModelConfig(), train=train_config or RunConfig().train)
+        model = self.config or ModelConfig()
+        return RunConfig(model=model, train=train_config or RunConfig().train)

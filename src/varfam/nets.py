@@ -13,6 +13,7 @@ Any user module with those shapes works in their place.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +21,20 @@ from torch import Tensor, nn
 from .errors import VarfamError
 from .registry import ARCHITECTURES
 
-__all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "mlp", "conv"]
+__all__ = [
+    "MLPEncoder",
+    "MLPDecoder",
+    "GatedDense",
+    "ConvEncoder",
+    "ConvDecoder",
+    "mlp",
+    "gated_mlp",
+    "conv",
+]
+
+
+#: Builds the hidden layers for a list of widths [in, h1, h2, ...].
+Stack = Callable[[list[int]], nn.Sequential]
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -31,13 +45,15 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class MLPEncoder(nn.Module):
-    """Flatten x, then Linear+ReLU layers of the ``hidden`` widths; features are the last layer."""
+    """Flatten x, then Linear+ReLU layers (or ``stack``'s layers) of the ``hidden`` widths."""
 
-    def __init__(self, data_shape: tuple[int, ...], hidden: tuple[int, ...]) -> None:
+    def __init__(
+        self, data_shape: tuple[int, ...], hidden: tuple[int, ...], stack: Stack | None = None
+    ) -> None:
         super().__init__()
         if not hidden:
             raise VarfamError("the mlp architecture needs at least one hidden width (--hidden 400)")
-        self.net = _mlp([math.prod(data_shape), *hidden])
+        self.net = (stack or _mlp)([math.prod(data_shape), *hidden])
         self.feature_dim = hidden[-1]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -45,21 +61,48 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """z → Linear+ReLU layers (``hidden`` reversed) → Linear to ``out_params * prod(data_shape)``."""
+    """z → Linear+ReLU layers (``hidden`` reversed) → Linear to ``out_params × prod(data_shape)``.
+
+    ``stack`` replaces the Linear+ReLU hidden layers (e.g. gated layers).
+    """
 
     def __init__(
-        self, data_shape: tuple[int, ...], hidden: tuple[int, ...], latent_dim: int, out_params: int
+        self,
+        data_shape: tuple[int, ...],
+        hidden: tuple[int, ...],
+        latent_dim: int,
+        out_params: int,
+        stack: Stack | None = None,
     ) -> None:
         super().__init__()
         self.data_shape = tuple(data_shape)
         self.out_params = out_params
         widths = [latent_dim, *reversed(hidden)]
         self.net = nn.Sequential(
-            *_mlp(widths), nn.Linear(widths[-1], out_params * math.prod(data_shape))
+            *(stack or _mlp)(widths), nn.Linear(widths[-1], out_params * math.prod(data_shape))
         )
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).view(z.shape[0], self.out_params, *self.data_shape)
+
+
+class GatedDense(nn.Module):
+    """y = (W x + b) * sigmoid(V x + c), the gated layer of the VampPrior paper.
+
+    Dauphin, Fan, Auli & Grangier 2017, "Language Modeling with Gated Convolutional Networks".
+    """
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.h = nn.Linear(n_in, n_out)
+        self.g = nn.Linear(n_in, n_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
+def _gated(sizes: list[int]) -> nn.Sequential:
+    return nn.Sequential(*(GatedDense(a, b) for a, b in zip(sizes[:-1], sizes[1:])))
 
 
 def _conv_check(data_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -124,6 +167,19 @@ def mlp(
     data_shape: tuple[int, ...], hidden: tuple[int, ...], latent_dim: int, out_params: int
 ) -> tuple[nn.Module, nn.Module]:
     return MLPEncoder(data_shape, hidden), MLPDecoder(data_shape, hidden, latent_dim, out_params)
+
+
+@ARCHITECTURES.register(
+    "gated-mlp",
+    "gated dense encoder/decoder (the VampPrior paper's 300-300 MLP)",
+    "Tomczak & Welling 2018, VAE with a VampPrior",
+)
+def gated_mlp(
+    data_shape: tuple[int, ...], hidden: tuple[int, ...], latent_dim: int, out_params: int
+) -> tuple[nn.Module, nn.Module]:
+    return MLPEncoder(data_shape, hidden, _gated), MLPDecoder(
+        data_shape, hidden, latent_dim, out_params, _gated
+    )
 
 
 @ARCHITECTURES.register("conv", "convolutional encoder/decoder for (C, H, W) images, any size")

@@ -62,7 +62,7 @@ class Registry(Generic[T]):
         return decorate
 
     def get(self, name: str) -> T:
-        """The part registered as ``name``; a :class:`VarfamError` listing the known names if none."""
+        """The part registered as ``name``; else a :class:`VarfamError` listing the known names."""
         try:
             return self._entries[name].target
         except KeyError:

@@ -180,7 +180,9 @@ def write_run_pictures(
             "reconstructions": save_grid(rec, run_dir / "reconstructions.png", ncol=4 * per_row),
             "samples": save_grid(sample_grid(model, 64), run_dir / "samples.png", ncol=8),
             "interpolation": save_grid(
-                interpolation_grid(model, test[:8], steps=10), run_dir / "interpolation.png", ncol=10
+                interpolation_grid(model, test[:8], steps=10),
+                run_dir / "interpolation.png",
+                ncol=10,
             ),
             "latent": save_latent_map(model, test, labels, run_dir / "latent.png"),
         }
