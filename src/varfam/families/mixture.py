@@ -1,0 +1,143 @@
+"""Mixture family: a mixture of K diagonal Gaussians with reparameterized samples.
+
+torch's :class:`~torch.distributions.MixtureSameFamily` has no ``rsample``: the
+component index is discrete, so ``z`` is not a differentiable function of the
+parameters and a noise variable. :class:`DiagonalGaussianMixture` adds one by
+*implicit reparameterization* of the distributional transform:
+
+Write q(z) = q(z_1) q(z_2 | z_1) ... q(z_D | z_<D). Each conditional is again a
+1-D Gaussian mixture whose weights are the component responsibilities given the
+earlier coordinates, ``w_k(z_<d) ∝ π_k Π_{j<d} N(z_j; μ_kj, σ_kj)``, with CDF
+``F_d(z_d | z_<d) = Σ_k w_k(z_<d) Φ((z_d - μ_kd) / σ_kd)``. The map
+``z ↦ u = (F_1(z_1), F_2(z_2 | z_1), ...)`` sends q to the uniform distribution on
+(0, 1)^D, so holding ``u`` fixed defines ``z(θ)``; differentiating ``F_d(z_d(θ) |
+z_<d(θ); θ) = u_d`` gives
+
+    dz_d/dθ = -[∂F_d/∂θ + Σ_{j<d} ∂F_d/∂z_j · dz_j/dθ] / q(z_d | z_<d).
+
+A sample is drawn exactly (ancestrally: component, then Gaussian) and then
+passed through a surrogate ``z_d + (F_d - stop_grad(F_d)) · (-1 / stop_grad(q_d))``,
+coordinate by coordinate, so its value is the exact sample and autograd yields
+the gradient above. The gradient is exact per sample (no score function, no
+bias, no relaxation): Graves 2016, "Stochastic Backpropagation through Mixture
+Density Distributions"; Figurnov, Mohamed & Mnih 2018, "Implicit
+Reparameterization Gradients". Cost: O(D·K) per sample, a Python loop over D.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+
+from ..errors import VarfamError
+from ..registry import FAMILIES
+from .base import Family
+from .gaussian import positive_scale
+
+__all__ = ["DiagonalGaussianMixture", "GaussianMixture", "mixture_of_diagonal_gaussians"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_NO_SAMPLE_DIMS = torch.Size()
+
+
+class DiagonalGaussianMixture(MixtureSameFamily):
+    """``MixtureSameFamily(Categorical, Independent(Normal, 1))`` with an exact ``rsample``.
+
+    The component distribution must be ``Independent(Normal(loc, scale), 1)``
+    with batch shape ``batch + (K,)`` and event ``(D,)``; build one with
+    :func:`mixture_of_diagonal_gaussians`. ``rsample(sample_shape)`` returns
+    ``sample_shape + batch + (D,)``; see the module docstring for its gradient.
+
+    >>> logits, loc, scale = torch.zeros(3, 4), torch.randn(3, 4, 2), torch.ones(3, 4, 2)
+    >>> q = mixture_of_diagonal_gaussians(logits, loc, scale)
+    >>> q.rsample((5,)).shape, q.batch_shape, q.event_shape
+    (torch.Size([5, 3, 2]), torch.Size([3]), torch.Size([2]))
+    """
+
+    has_rsample = True
+
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = _NO_SAMPLE_DIMS) -> Tensor:
+        comp = self.component_distribution
+        if not (
+            isinstance(comp, Independent)
+            and isinstance(comp.base_dist, Normal)
+            and comp.reinterpreted_batch_ndims == 1
+        ):
+            raise NotImplementedError("rsample needs Independent(Normal, 1) components")
+        loc, scale = comp.base_dist.loc, comp.base_dist.scale  # batch + (K, D)
+        logits = self.mixture_distribution.logits  # batch + (K,)
+        with torch.no_grad():
+            z_exact = self.sample(sample_shape)  # sample_shape + batch + (D,)
+        tiny = torch.finfo(z_exact.dtype).tiny
+        log_resp = torch.zeros((), dtype=loc.dtype, device=loc.device)  # Σ_{j<d} log N(z_j)
+        coords = []
+        for d in range(self.event_shape[0]):
+            log_w = torch.log_softmax(logits + log_resp, dim=-1)  # sample + batch + (K,)
+            mu, sigma = loc[..., d], scale[..., d]
+            std = (z_exact[..., d, None] - mu) / sigma
+            cdf = (log_w.exp() * torch.special.ndtr(std)).sum(-1)
+            log_pdf = torch.logsumexp(log_w - 0.5 * std**2 - torch.log(sigma), -1) - _HALF_LOG_2PI
+            density = log_pdf.detach().exp().clamp_min(tiny)
+            z_d = z_exact[..., d] - (cdf - cdf.detach()) / density
+            coords.append(z_d)
+            log_resp = log_resp - 0.5 * ((z_d[..., None] - mu) / sigma) ** 2 - torch.log(sigma)
+        return torch.stack(coords, dim=-1)
+
+
+def mixture_of_diagonal_gaussians(
+    logits: Tensor, loc: Tensor, scale: Tensor
+) -> DiagonalGaussianMixture:
+    """Σ_k softmax(logits)_k N(loc_k, diag(scale_k²)).
+
+    Shapes: ``logits`` (..., K); ``loc`` and ``scale`` (..., K, D).
+    """
+    return DiagonalGaussianMixture(Categorical(logits=logits), Independent(Normal(loc, scale), 1))
+
+
+@FAMILIES.register(
+    "mixture",
+    "mixture of K diagonal Gaussians (option components, default 4), implicit reparameterization",
+    "Graves 2016, Stochastic Backpropagation through Mixture Density Distributions; "
+    "Figurnov, Mohamed & Mnih 2018, Implicit Reparameterization Gradients",
+)
+class GaussianMixture(Family):
+    """q(z|x) = Σ_k π_k(h) N(loc_k(h), diag(scale_k(h)²)), K = ``components``.
+
+    Heads: ``logits`` (K mixture weights), ``loc`` and ``log_var`` (K·D each;
+    ``scale = positive_scale(log_var)``). ``rsample`` is the exact implicit
+    reparameterization of :class:`DiagonalGaussianMixture`; ``location(h)`` is the
+    mixture mean Σ_k π_k loc_k. KL to a prior has no closed form: the objectives
+    use Monte Carlo ``log q - log p``.
+
+    >>> fam = GaussianMixture(16, 2, components=3)
+    >>> q = fam(torch.randn(5, 16))
+    >>> q.rsample().shape, fam.location(torch.randn(5, 16)).shape
+    (torch.Size([5, 2]), torch.Size([5, 2]))
+    """
+
+    def __init__(self, feature_dim: int, latent_dim: int, *, components: int = 4) -> None:
+        super().__init__(feature_dim, latent_dim)
+        if isinstance(components, bool) or not isinstance(components, int) or components < 1:
+            raise VarfamError(
+                f"mixture family: components must be a positive integer, got {components!r}"
+            )
+        self.components = components
+        self.logits = nn.Linear(feature_dim, components)
+        self.loc = nn.Linear(feature_dim, components * latent_dim)
+        self.log_var = nn.Linear(feature_dim, components * latent_dim)
+
+    def _params(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        shape = (self.components, self.latent_dim)
+        loc = self.loc(h).unflatten(-1, shape)
+        scale = positive_scale(self.log_var(h)).unflatten(-1, shape)
+        return self.logits(h), loc, scale
+
+    def forward(self, h: Tensor) -> Distribution:
+        return mixture_of_diagonal_gaussians(*self._params(h))
+
+    def location(self, h: Tensor) -> Tensor:
+        logits, loc, _ = self._params(h)
+        return (torch.softmax(logits, -1).unsqueeze(-1) * loc).sum(-2)
