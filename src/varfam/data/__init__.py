@@ -1,15 +1,66 @@
-"""Datasets: named ones (registered) and user files, all as float tensors in [0, 1]."""
+"""Datasets: named ones (registered) and user files, all as float32 tensors.
+
+``load_dataset(spec)`` takes a registered name (``varfam list``) or a path:
+
+- ``.npy`` / ``.npz`` files (see :mod:`varfam.data.arrays` for layouts and values);
+- an IDX file (``*idx*-ubyte``, plain or ``.gz``) holding one array;
+- a folder with the four MNIST-style IDX files (keeps their own train/test split);
+- any other folder: the images in it (see :mod:`varfam.data.images`).
+
+User data without its own split gets a fixed seeded split: 10 % test, at least one.
+
+>>> ds = load_dataset("digits")
+>>> ds.data_shape, ds.train.shape[0], ds.test.shape[0]
+((1, 8, 8), 1497, 300)
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import VarfamError
+from ..errors import VarfamError, suggest
 from ..registry import DATASETS
 from . import named  # noqa: F401  (registers the named datasets)
-from .base import Dataset, split
+from .arrays import from_array, read_array_file
+from .base import Dataset, check_image_size, split
+from .idx import find_idx_files, read_idx, read_idx_folder
+from .images import IMAGE_SUFFIXES, read_image_folder
 
-__all__ = ["Dataset", "split", "load_dataset"]
+__all__ = [
+    "Dataset",
+    "split",
+    "load_dataset",
+    "read_array_file",
+    "read_idx",
+    "read_idx_folder",
+    "read_image_folder",
+]
+
+
+def _is_idx_name(name: str) -> bool:
+    name = name.lower().removesuffix(".gz")
+    return name.endswith(("ubyte", ".idx")) or "-idx" in name or ".idx" in name
+
+
+def _read_path(path: Path, *, key: str | None, image_size: int | None) -> Dataset:
+    if path.is_dir():
+        if len(find_idx_files(path)) == 4:
+            return read_idx_folder(path, path.resolve().name, image_size=image_size)
+        return read_image_folder(path, image_size=image_size)
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz"):
+        return read_array_file(path, key=key, image_size=image_size)
+    if _is_idx_name(path.name):
+        return from_array(read_idx(path), None, path.name.split(".")[0], str(path),
+                          image_size=image_size)
+    if suffix in IMAGE_SUFFIXES:
+        raise VarfamError(
+            f"{path} is a single image; put the images in a folder and pass the folder to --data"
+        )
+    raise VarfamError(
+        f"cannot tell what {path} holds; --data takes a dataset name, a .npy/.npz file, "
+        "an IDX file (*-idx3-ubyte[.gz]) or a folder of images"
+    )
 
 
 def load_dataset(
@@ -19,17 +70,24 @@ def load_dataset(
     image_size: int | None = None,
     key: str | None = None,
 ) -> Dataset:
-    """Load a named dataset (``varfam list``) or a user path.
+    """Load a named dataset (``varfam list``) or a user path (see the module doc).
 
-    ``spec`` is a registered name (``mnist5k``, ``digits``, ``fashion-mnist``, ``mnist``)
-    or a path to a ``.npy``/``.npz`` file or a folder of images.
+    ``data_dir``: the folder of a named dataset's files. ``image_size``: resize every
+    image to ``image_size`` squared. ``key``: the array to read from a ``.npz`` with
+    several. Options that do not apply to ``spec`` are ignored (a saved run passes
+    its own along). Anything wrong with ``spec`` or its files raises :class:`VarfamError`.
     """
+    image_size = check_image_size(image_size)
     if spec in DATASETS:
         return DATASETS.get(spec)(data_dir=data_dir, image_size=image_size)
-    path = Path(spec)
-    if not path.exists():
+    path = Path(str(spec)).expanduser()
+    try:
+        exists = bool(str(spec)) and path.exists()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        exists = False
+    if not exists:
         raise VarfamError(
-            f"'{spec}' is neither a known dataset ({', '.join(DATASETS.names())}) "
-            "nor an existing file or folder"
+            f"'{spec}' is neither a known dataset{suggest(str(spec), DATASETS.names())} "
+            f"({', '.join(DATASETS.names())}) nor an existing file or folder"
         )
-    raise VarfamError(f"cannot read '{spec}': user files are not supported yet")
+    return _read_path(path, key=key, image_size=image_size)

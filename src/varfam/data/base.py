@@ -1,21 +1,48 @@
-"""The in-memory dataset every reader returns."""
+"""The in-memory dataset every reader returns, the fixed train/test split, and resizing.
+
+>>> import torch
+>>> ds = split(torch.rand(20, 1, 4, 4), None, n_test=2, seed=0, name="toy")
+>>> ds.train.shape, ds.test.shape, ds.data_shape
+(torch.Size([18, 1, 4, 4]), torch.Size([2, 1, 4, 4]), (1, 4, 4))
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Dataset", "split"]
+from ..errors import VarfamError
+
+__all__ = [
+    "Dataset",
+    "split",
+    "split_indices",
+    "held_out_count",
+    "check_image_size",
+    "resize_images",
+    "one_line",
+    "SPLIT_SEED",
+    "TEST_FRACTION",
+]
+
+#: Seed of the fixed train/test split of every dataset that does not ship its own split.
+SPLIT_SEED = 1234
+#: Share of the examples that a user dataset without its own split keeps for testing.
+TEST_FRACTION = 0.1
 
 
 @dataclass
 class Dataset:
-    """Train and test images as float tensors in [0, 1], with labels where they exist.
+    """Train and test examples as float32 tensors, with labels where they exist.
 
-    ``train``/``test``: (N, *data_shape) float32, images as (N, C, H, W), vectors as
-    (N, D). ``train_labels``/``test_labels``: (N,) int64 or ``None``.
+    ``train``/``test``: (N, *data_shape) float32; images as (N, C, H, W), vectors as
+    (N, D). Values lie in [0, 1] for every named dataset, image folder and integer
+    file; float files are kept as they are (finite), and the likelihood's
+    ``check_data`` refuses what it cannot model. ``train_labels``/``test_labels``:
+    (N,) int64 or ``None``. ``classes``: the name of each label value, where known.
     """
 
     name: str
@@ -23,6 +50,7 @@ class Dataset:
     test: Tensor
     train_labels: Tensor | None = None
     test_labels: Tensor | None = None
+    classes: tuple[str, ...] | None = None
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -34,7 +62,7 @@ class Dataset:
         return bool(((self.train == 0) | (self.train == 1)).all())
 
     def limit(self, n: int | None) -> Dataset:
-        """The first ``n`` training examples and ``max(n // 10, 1)`` test examples (for quick runs)."""
+        """The first ``n`` training and ``max(n // 10, 1)`` test examples (for quick runs)."""
         if n is None:
             return self
         m = max(n // 10, 1)
@@ -44,20 +72,82 @@ class Dataset:
             self.test[:m],
             None if self.train_labels is None else self.train_labels[:n],
             None if self.test_labels is None else self.test_labels[:m],
+            self.classes,
         )
 
 
-def split(
-    x: Tensor, labels: Tensor | None, n_test: int, seed: int, name: str
-) -> Dataset:
-    """A fixed seeded shuffle of ``x`` into train and the last ``n_test`` as test."""
+def held_out_count(n: int) -> int:
+    """How many of ``n`` examples a user dataset keeps for testing: 10 %, at least 1."""
+    return max(1, int(n * TEST_FRACTION))
+
+
+def split_indices(n: int, n_test: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Indices (int64) of the train and test examples of a fixed seeded shuffle of ``n``.
+
+    The last ``n_test`` positions of ``torch.randperm(n)`` under ``seed`` are the test set,
+    so the split is the same on every machine for the same ``n`` and ``seed``.
+    """
+    if not 0 < n_test < n:
+        raise VarfamError(f"a train/test split needs at least 2 examples, got {n}")
     g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(x.shape[0], generator=g)
-    tr, te = perm[:-n_test], perm[-n_test:]
+    perm = torch.randperm(n, generator=g)
+    return perm[:-n_test], perm[-n_test:]
+
+
+def split(
+    x: Tensor,
+    labels: Tensor | None,
+    n_test: int,
+    seed: int,
+    name: str,
+    classes: tuple[str, ...] | None = None,
+) -> Dataset:
+    """A fixed seeded shuffle of ``x`` (N, ...) into train and the last ``n_test`` as test."""
+    tr, te = split_indices(x.shape[0], n_test, seed)
     return Dataset(
         name,
         x[tr].contiguous(),
         x[te].contiguous(),
         None if labels is None else labels[tr],
         None if labels is None else labels[te],
+        classes,
     )
+
+
+def check_image_size(image_size: object) -> int | None:
+    """``image_size`` as a positive int (or ``None``); a :class:`VarfamError` otherwise."""
+    if image_size is None:
+        return None
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise VarfamError(
+            f"--image-size must be a positive whole number of pixels, got {image_size!r}"
+        )
+    return image_size
+
+
+def resize_images(x: Tensor, image_size: int | None, source: str) -> Tensor:
+    """Resize images (N, C, H, W) to (N, C, S, S) with antialiased bilinear filtering.
+
+    The filter weights are non-negative and sum to one, so values stay within the
+    range of the input. ``image_size=None`` or a matching size returns ``x`` unchanged;
+    vectors (N, D) cannot be resized and raise :class:`VarfamError`.
+    """
+    size = check_image_size(image_size)
+    if size is None:
+        return x
+    if x.dim() != 4:
+        raise VarfamError(
+            f"--image-size applies to images, but {source} holds vectors of shape "
+            f"{tuple(x.shape[1:])}; leave --image-size out"
+        )
+    if x.shape[-2:] == (size, size):
+        return x
+    if x.shape[0] == 0:
+        return x.new_zeros(0, x.shape[1], size, size)
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message squeezed onto one line (its type name if it has none)."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__

@@ -1,0 +1,221 @@
+"""NumPy arrays → :class:`Dataset`: layouts, value checks, and the ``.npy``/``.npz`` readers.
+
+Layouts (decided by the number of dimensions; N is the number of examples):
+
+- (N, D): vectors, kept as (N, D);
+- (N, H, W): grey images, read as (N, 1, H, W);
+- (N, C, H, W) with C = 1 or 3: channels first, kept;
+- (N, H, W, C) with C = 1 or 3 (and a second axis that is not 1 or 3): channels
+  last, transposed to (N, C, H, W). Channels first wins when both readings fit.
+
+Values: ``bool`` → 0/1; integers (any width) must lie in 0..255 and are divided by
+255; floats are kept as they are (cast to float32) and must be finite. Anything else
+(complex, strings, objects, records) is refused. Files are opened with
+``allow_pickle=False``; a ``.npy`` file is memory-mapped (``mmap_mode="r"``), so an
+array larger than memory is not read whole at open, only the train and test parts
+as they are converted. Arrays inside a ``.npz`` are read whole (zip members cannot
+be mapped).
+
+>>> import numpy as np
+>>> ds = from_array(np.zeros((10, 28, 28), np.uint8), None, "zeros", "an array")
+>>> ds.data_shape, ds.train.shape[0], ds.test.shape[0]
+((1, 28, 28), 9, 1)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import VarfamError
+from .base import (
+    SPLIT_SEED,
+    Dataset,
+    held_out_count,
+    one_line,
+    resize_images,
+    split_indices,
+)
+
+__all__ = [
+    "LABEL_KEYS",
+    "layout_of",
+    "check_values",
+    "to_tensor",
+    "check_labels",
+    "from_array",
+    "read_array_file",
+]
+
+#: Names of the array that holds the labels in a ``.npz`` file (first found wins).
+LABEL_KEYS = ("labels", "y")
+
+
+def layout_of(shape: tuple[int, ...], source: str, min_examples: int = 2) -> str:
+    """``"vectors"``, ``"grey"``, ``"nchw"`` or ``"nhwc"`` for an array of ``shape``.
+
+    ``min_examples``: 2 for data still to be split into train and test, 1 for a part.
+    """
+    if len(shape) not in (2, 3, 4):
+        raise VarfamError(
+            f"{source} has shape {shape}; use (N, D) vectors, (N, H, W) grey images, "
+            "or (N, C, H, W) / (N, H, W, C) images with C = 1 or 3"
+        )
+    if any(d == 0 for d in shape):
+        raise VarfamError(f"{source} has shape {shape} with an empty dimension; it holds no data")
+    if shape[0] < min_examples:
+        raise VarfamError(
+            f"{source} holds {shape[0]} example; a dataset needs at least 2 (train and test)"
+        )
+    if len(shape) == 2:
+        return "vectors"
+    if len(shape) == 3:
+        return "grey"
+    if shape[1] in (1, 3):
+        return "nchw"
+    if shape[3] in (1, 3):
+        return "nhwc"
+    raise VarfamError(
+        f"{source} has shape {shape}: 4-D arrays need 1 or 3 channels, as (N, C, H, W) "
+        "or (N, H, W, C)"
+    )
+
+
+def check_values(x: np.ndarray, source: str) -> None:
+    """Refuse dtypes varfam cannot read and integers outside 0..255 (reads ``x`` once)."""
+    kind = x.dtype.kind
+    if kind in "uif" and x.dtype.names is None:
+        if kind in "ui" and x.size:
+            lo, hi = int(x.min()), int(x.max())
+            if lo < 0 or hi > 255:
+                raise VarfamError(
+                    f"{source} holds integers from {lo} to {hi}, but integer data must be "
+                    "8-bit grey levels 0..255; rescale it, or save floats"
+                )
+        return
+    if kind == "b":
+        return
+    raise VarfamError(
+        f"{source} has dtype {x.dtype}; use uint8 (0..255), bool, or float values"
+    )
+
+
+def to_tensor(x: np.ndarray, layout: str, source: str) -> Tensor:
+    """A checked array (any layout) → float32 tensor (N, C, H, W) or (N, D), contiguous.
+
+    Integers are divided by 255; floats are cast and must stay finite in float32.
+    """
+    if layout == "grey":
+        x = x[:, None]
+    elif layout == "nhwc":
+        x = x.transpose(0, 3, 1, 2)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+        out = x.astype(np.float32, order="C")  # always a copy: never backed by a mapped file
+    if x.dtype.kind in "ui":
+        np.divide(out, np.float32(255.0), out=out)
+    elif x.dtype.kind == "f" and not np.isfinite(out).all():
+        bad = "NaN" if np.isnan(out).any() else "infinite (or too large for float32)"
+        raise VarfamError(f"{source} holds {bad} values; clean the data before training")
+    return torch.from_numpy(out)
+
+
+def check_labels(labels: np.ndarray, n: int, source: str) -> Tensor:
+    """Labels as (N,) int64; a :class:`VarfamError` unless they are ``n`` integers."""
+    if labels.ndim != 1 or labels.shape[0] != n or labels.dtype.kind not in "uib":
+        raise VarfamError(
+            f"{source} must hold {n} integer labels, one per example, but has shape "
+            f"{labels.shape} and dtype {labels.dtype}; rename or fix that array"
+        )
+    return torch.from_numpy(np.asarray(labels).astype(np.int64))
+
+
+def from_array(
+    x: np.ndarray,
+    labels: np.ndarray | None,
+    name: str,
+    source: str,
+    *,
+    image_size: int | None = None,
+    classes: tuple[str, ...] | None = None,
+    labels_source: str | None = None,
+) -> Dataset:
+    """An array (N, ...) → :class:`Dataset` with the fixed seeded 90/10 train/test split.
+
+    Each part is indexed from ``x`` before conversion, so a memory-mapped ``x`` is
+    never copied whole in its own dtype and float32 at the same time.
+    """
+    layout = layout_of(tuple(x.shape), source)
+    check_values(x, source)
+    n = x.shape[0]
+    y = None
+    if labels is not None:
+        y = check_labels(labels, n, labels_source or f"the labels of {source}")
+    tr, te = split_indices(n, held_out_count(n), SPLIT_SEED)
+    parts = []
+    for idx in (tr, te):
+        part = to_tensor(x[idx.numpy()], layout, source)
+        parts.append(resize_images(part, image_size, source))
+    return Dataset(
+        name,
+        parts[0],
+        parts[1],
+        None if y is None else y[tr],
+        None if y is None else y[te],
+        classes,
+    )
+
+
+def _choose(keys: list[str], key: str | None, path: Path) -> tuple[str, str | None]:
+    """The data array's name and the labels array's name (or ``None``) in a ``.npz``."""
+    if not keys:
+        raise VarfamError(f"{path} holds no arrays")
+    if key is not None and key not in keys:
+        raise VarfamError(f"{path} has no array '{key}'; its arrays: {', '.join(keys)}")
+    label = next((k for k in LABEL_KEYS if k in keys and k != key), None)
+    if key is None:
+        candidates = [k for k in keys if k != label]
+        if not candidates:
+            raise VarfamError(f"{path} holds only labels ('{label}'); it needs a data array")
+        if len(candidates) > 1:
+            raise VarfamError(
+                f"{path} holds several arrays ({', '.join(candidates)}); "
+                "choose one with --key NAME"
+            )
+        key = candidates[0]
+    return key, label
+
+
+def read_array_file(
+    path: str | Path, *, key: str | None = None, image_size: int | None = None
+) -> Dataset:
+    """Read a ``.npy`` file (one array) or a ``.npz`` file (``key`` picks among several).
+
+    In a ``.npz`` an array named ``labels`` or ``y`` (other than the data) gives the labels.
+    """
+    path = Path(path)
+    try:
+        loaded = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:  # numpy and zipfile raise many types for corrupt files
+        raise VarfamError(f"cannot read {path} as a NumPy .npy/.npz file: {one_line(e)}") from None
+    if isinstance(loaded, np.ndarray):
+        return from_array(loaded, None, path.stem, str(path), image_size=image_size)
+    with loaded:
+        try:
+            name, label = _choose(list(loaded.files), key, path)
+            x = loaded[name]
+            labels = None if label is None else loaded[label]
+        except VarfamError:
+            raise
+        except Exception as e:  # a corrupt member, a pickled object array, ...
+            raise VarfamError(f"cannot read {path}: {one_line(e)}") from None
+    return from_array(
+        x,
+        labels,
+        path.stem,
+        f"array '{name}' of {path}",
+        image_size=image_size,
+        labels_source=f"array '{label}' of {path}",
+    )
