@@ -13,7 +13,7 @@ from .checkpoint import load_model as load
 from .config import ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .errors import VarfamError
-from .evaluate import evaluate_elbo
+from .evaluate import evaluate, evaluate_elbo
 from .model import VAE
 from .registry import ALL_REGISTRIES
 from .train import TrainResult, train
@@ -29,6 +29,7 @@ __all__ = [
     "TrainResult",
     "load",
     "evaluate_elbo",
+    "evaluate",
     "VarfamError",
     "ALL_REGISTRIES",
 ]

@@ -29,6 +29,9 @@ __all__ = [
     "pca_2d",
     "save_latent_map",
     "write_run_pictures",
+    "to_latent_support",
+    "traversal_grid",
+    "manifold_grid",
 ]
 
 
@@ -189,3 +192,87 @@ def write_run_pictures(
     finally:
         torch.set_rng_state(state)
     return out
+
+
+def to_latent_support(z: Tensor, support: str) -> Tensor:
+    """Project latents (..., D) onto a family's ``latent_support`` (see ``Family``).
+
+    ``real`` is left alone, ``sphere`` is normalized to unit length, ``unit-cube``
+    clamped to [0, 1] and ``simplex`` clamped at 0 and renormalized to sum to 1.
+    """
+    if support == "sphere":
+        return torch.nn.functional.normalize(z, dim=-1)
+    if support == "unit-cube":
+        return z.clamp(0, 1)
+    if support == "simplex":
+        z = z.clamp_min(0)
+        total = z.sum(-1, keepdim=True)
+        uniform = torch.full_like(z, 1 / z.shape[-1])
+        return torch.where(total > 0, z / total.clamp_min(1e-12), uniform)
+    return z
+
+
+@torch.no_grad()
+def traversal_grid(
+    model: VAE, base: Tensor, dims: list[int], steps: int = 9, span: float = 3.0
+) -> Tensor:
+    """Latent traversals: one row per dimension in ``dims``, ``steps`` images per row.
+
+    Row ``r`` decodes ``base`` (D,) with dimension ``dims[r]`` set to
+    ``base[u] + t`` for ``t`` in ``linspace(-span, span, steps)``, projected onto the
+    family's support (on the unit cube the dimension runs over [0, 1]; on the
+    simplex the code moves from ``base`` to the vertex ``e_u``). Returns decoded
+    means, shape (len(dims) * steps, *data_shape).
+    """
+    support = getattr(model.family, "latent_support", "real")
+    base = base.to(model.device, torch.float32)
+    t = torch.linspace(-span, span, steps, device=base.device)
+    s = torch.linspace(0, 1, steps, device=base.device)
+    z = base.expand(len(dims), steps, base.shape[-1]).clone()
+    for r, u in enumerate(dims):
+        if support == "unit-cube":
+            z[r, :, u] = s
+        elif support == "simplex":
+            vertex = torch.zeros_like(base)
+            vertex[u] = 1.0
+            z[r] = (1 - s)[:, None] * base + s[:, None] * vertex
+        else:
+            z[r, :, u] = base[u] + t
+    z = to_latent_support(z, support)
+    return model.decode(z.reshape(-1, z.shape[-1])).mean
+
+
+@torch.no_grad()
+def manifold_grid(model: VAE, n: int = 15, locations: Tensor | None = None) -> Tensor:
+    """Decode an n × n grid over a 2-D latent square: (n * n, *data_shape), z2 decreasing by row.
+
+    With real latents and a prior that has a mean and standard deviation, the grid
+    is the prior's Gaussian quantiles 5 %..95 % on each axis, as in Kingma & Welling
+    (2014), "Auto-Encoding Variational Bayes", Fig. 4. Otherwise it spans the 1 %..99 %
+    quantiles of ``locations`` (N, 2), the test set's latent means, or [-3, 3]².
+    """
+    if model.latent_dim != 2:
+        raise ValueError("the manifold grid needs a 2-D latent space")
+    support = getattr(model.family, "latent_support", "real")
+    unit = torch.linspace(0.05, 0.95, n)
+    axes = None
+    if support == "real":
+        try:
+            p = model.prior_distribution()
+            mean, std = p.mean.float().cpu(), p.stddev.float().cpu()
+            if bool(torch.isfinite(mean).all() and torch.isfinite(std).all()):
+                gauss = torch.distributions.Normal(0.0, 1.0).icdf(unit)
+                axes = [mean[i] + std[i] * gauss for i in range(2)]
+        except (NotImplementedError, AttributeError, RuntimeError):
+            axes = None
+    if axes is None:
+        if locations is not None and locations.shape[0] > 1:
+            lo = torch.quantile(locations.float().cpu(), 0.01, dim=0)
+            hi = torch.quantile(locations.float().cpu(), 0.99, dim=0)
+        else:
+            lo, hi = torch.full((2,), -3.0), torch.full((2,), 3.0)
+        axes = [lo[i] + (hi[i] - lo[i]) * torch.linspace(0, 1, n) for i in range(2)]
+    z1, z2 = axes[0], axes[1].flip(0)
+    grid = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], -1).reshape(-1, 2)
+    z = to_latent_support(grid.to(model.device), support)
+    return model.decode(z).mean
