@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then \
 		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null 2>&1 \
 		|| echo "note: dataset-fashion-mnist not installed (fashion-mnist tests will be skipped)"; fi
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then \
+		(export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq chromium chromium-driver || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)) >/dev/null 2>&1 \
+		|| echo "note: chromium not installed (the explorer's browser test will be skipped)"; fi
 	touch $(STAMP)
 
 venv: $(STAMP)
