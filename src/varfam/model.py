@@ -29,6 +29,11 @@ from .registry import ARCHITECTURES, FAMILIES, LIKELIHOODS, PRIORS
 __all__ = ["VAE"]
 
 
+def _full_precision(t: Tensor) -> Tensor:
+    """Cast bf16/fp16 network outputs (from autocast) to fp32; leave fp32/fp64 alone."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 class VAE(nn.Module):
     """A variational autoencoder made of five parts.
 
@@ -93,19 +98,19 @@ class VAE(nn.Module):
         """q(z|x) for a batch ``x`` (B, *data_shape): batch_shape (B,), event_shape (D,)."""
         h = self.encoder(x)
         with fp32(h.device.type):
-            return self.family(h.float())
+            return self.family(_full_precision(h))
 
     def encode_location(self, x: Tensor) -> Tensor:
         """A point summary of q(z|x) (its mean where defined), shape (B, D)."""
         h = self.encoder(x)
         with fp32(h.device.type):
-            return self.family.location(h.float())
+            return self.family.location(_full_precision(h))
 
     def decode(self, z: Tensor) -> Distribution:
         """p(x|z) for latents ``z`` (N, D): batch_shape (N,), event_shape data_shape."""
         params = self.decoder(z)
         with fp32(params.device.type):
-            return self.likelihood(params.float())
+            return self.likelihood(_full_precision(params))
 
     def prior_distribution(self) -> Distribution:
         """p(z): batch_shape (), event_shape (D,)."""

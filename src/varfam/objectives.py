@@ -2,39 +2,69 @@
 
 An objective is called as ``objective(model, x, epoch=e)`` and returns an
 :class:`ObjectiveResult` whose ``loss`` is minimised (a scalar, mean over the
-batch) and whose per-example terms are in nats.
+batch) and whose per-example terms ``elbo``, ``reconstruction`` and ``kl`` are
+(B,) tensors in nats.
 
 The choice between an analytic KL and a Monte Carlo estimate is made in one
 place, :func:`kl_term`, and every objective and evaluation uses it.
+
+Built in: ``elbo`` (β, KL warm-up, free bits) and ``iwae`` (k importance samples,
+with the plain, STL or DReG gradient estimator for the inference network).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, kl_divergence
+from torch.func import functional_call
 
+from .errors import VarfamError
+from .precision import fp32
 from .registry import OBJECTIVES
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import VAE
 
-__all__ = ["ObjectiveResult", "Objective", "Elbo", "kl_term", "kl_per_dimension"]
+__all__ = [
+    "ObjectiveResult",
+    "Objective",
+    "Elbo",
+    "Iwae",
+    "kl_term",
+    "kl_per_dimension",
+    "stop_gradient_posterior",
+    "ESTIMATORS",
+]
+
+ESTIMATORS = ("plain", "stl", "dreg")
 
 
-def kl_term(q: Distribution, p: Distribution, z: Tensor) -> Tensor:
+def kl_term(
+    q: Distribution,
+    p: Distribution,
+    z: Tensor,
+    log_q: Tensor | None = None,
+    log_p: Tensor | None = None,
+) -> Tensor:
     """KL(q || p) per example, shape ``z.shape[:-1]``, in nats.
 
     Uses the closed form registered with ``torch.distributions.kl`` where one
-    exists; otherwise the single-sample Monte Carlo estimate
-    ``log q(z) - log p(z)`` on the same ``z`` that feeds the decoder.
+    exists; otherwise the Monte Carlo estimate ``log q(z) - log p(z)`` on the same
+    ``z`` that feeds the decoder (one estimate per sample when ``z`` has sample
+    dimensions). ``log_q``/``log_p``, when given, are those log-densities already
+    evaluated at ``z`` and are used instead of evaluating them again.
     """
     try:
         kl = kl_divergence(q, p)
     except NotImplementedError:
-        return q.log_prob(z) - p.log_prob(z)
+        lq = q.log_prob(z) if log_q is None else log_q
+        lp = p.log_prob(z) if log_p is None else log_p
+        return lq - lp
     return kl.expand(z.shape[:-1])
 
 
@@ -54,6 +84,18 @@ def kl_per_dimension(q: Distribution, p: Distribution) -> Tensor | None:
         return None
 
 
+def stop_gradient_posterior(family: nn.Module, h: Tensor) -> Distribution:
+    """q(z|x) rebuilt from ``family`` with every parameter and the features ``h`` detached.
+
+    ``q_sg.log_prob(z)`` has the value of ``q.log_prob(z)`` but no gradient with
+    respect to the inference network's parameters, only through ``z``: the
+    "stop-gradient" density of STL and DReG. Works for any family (flows and
+    mixtures included) through ``torch.func.functional_call``.
+    """
+    params = {name: p.detach() for name, p in family.named_parameters()}
+    return functional_call(family, params, (h.detach(),))
+
+
 @dataclass
 class ObjectiveResult:
     """What an objective returns. ``loss`` is a scalar; the rest are (B,) tensors in nats."""
@@ -71,34 +113,53 @@ class Objective:
         raise NotImplementedError  # pragma: no cover
 
 
+def _non_negative(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise VarfamError(
+                f"{owner}: option {name} must be a non-negative number, got {value!r}"
+            )
+
+
 @OBJECTIVES.register(
     "elbo",
     "evidence lower bound with beta, KL warm-up and free bits",
-    "Kingma & Welling 2014; Higgins et al. 2017 (beta); Kingma et al. 2016 (free bits)",
+    "Kingma & Welling 2014, Auto-Encoding Variational Bayes; Higgins et al. 2017, beta-VAE; "
+    "Bowman et al. 2016 (KL warm-up); Kingma et al. 2016, Improved Variational Inference "
+    "with Inverse Autoregressive Flow (free bits)",
 )
 class Elbo(Objective):
     """ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)), one reparameterized sample.
 
-    Options: ``beta`` weights the KL (β-VAE); ``warmup_epochs`` ramps that weight
-    linearly from 0 over the first epochs; ``free_bits`` (nats per dimension)
-    stops the KL of a dimension from being pushed below that floor (the batch-mean
-    KL per dimension is clamped, as in Kingma et al. 2016). The reported ``elbo``
-    is always the plain, unweighted bound.
+    The loss is ``-mean_B(log p(x|z) - w(epoch) · KL')`` where
+
+    - ``w(epoch) = beta · min(1, epoch / warmup_epochs)`` (``beta`` when
+      ``warmup_epochs`` is 0): β weights the KL (Higgins et al. 2017); warm-up
+      ramps the weight linearly from 0 (Bowman et al. 2016; Sønderby et al. 2016).
+      ``epoch`` is fractional (the training loop passes ``epoch + i / n``).
+    - ``KL'`` is the KL with free bits (Kingma et al. 2016): with ``free_bits = λ``
+      nats per dimension, the batch-mean KL of each latent dimension is replaced
+      by ``max(λ, mean_B KL_d)``, so a dimension below the floor receives no KL
+      gradient. Where q and p do not factorize (no closed-form per-dimension KL),
+      the floor ``λ·D`` applies to the batch-mean total KL instead.
+
+    The reported ``elbo`` (and ``kl``) is always the plain, unweighted bound, with
+    the KL from :func:`kl_term` (closed form where registered).
     """
 
     def __init__(
         self, *, beta: float = 1.0, warmup_epochs: float = 0.0, free_bits: float = 0.0
     ) -> None:
-        if beta < 0 or warmup_epochs < 0 or free_bits < 0:
-            raise ValueError("beta, warmup_epochs and free_bits must be non-negative")
-        self.beta = beta
-        self.warmup_epochs = warmup_epochs
-        self.free_bits = free_bits
+        _non_negative("elbo", beta=beta, warmup_epochs=warmup_epochs, free_bits=free_bits)
+        self.beta = float(beta)
+        self.warmup_epochs = float(warmup_epochs)
+        self.free_bits = float(free_bits)
 
     def kl_weight(self, epoch: float) -> float:
+        """The KL weight ``w(epoch)`` of the loss."""
         if self.warmup_epochs <= 0:
             return self.beta
-        return self.beta * min(1.0, epoch / self.warmup_epochs)
+        return self.beta * min(1.0, max(0.0, epoch) / self.warmup_epochs)
 
     def __call__(self, model: VAE, x: Tensor, epoch: float = 0.0) -> ObjectiveResult:
         q = model.encode(x)
@@ -116,3 +177,84 @@ class Elbo(Objective):
         loss = -(recon - self.kl_weight(epoch) * kl_for_loss).mean()
         return ObjectiveResult(loss, recon - kl, recon, kl)
 
+
+@OBJECTIVES.register(
+    "iwae",
+    "importance-weighted bound with k samples (option k, default 5) and gradient estimator "
+    "plain|stl|dreg (option estimator)",
+    "Burda, Grosse & Salakhutdinov 2016, Importance Weighted Autoencoders; Roeder, Wu & "
+    "Duvenaud 2017, Sticking the Landing; Tucker, Lawson, Gu & Maddison 2018, Doubly "
+    "Reparameterized Gradient Estimators for Monte Carlo Objectives",
+)
+class Iwae(Objective):
+    """The k-sample importance-weighted bound (Burda et al. 2016), per example
+
+        L_k = log (1/k) Σ_i w_i,   log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x),
+
+    with ``z_1..z_k ~ q(z|x)`` reparameterized, shape (k, B, D); the decoder sees all
+    k·B latents at once (``model.log_likelihood``). ``L_1`` is the ELBO and
+    ``L_k`` rises towards ``log p(x)`` with k. The loss is ``-mean_B L_k`` for every
+    estimator; they differ only in the gradient reaching the inference network
+    (encoder and family), with ``w̃_i = w_i / Σ_j w_j``:
+
+    - ``"plain"``: the gradient of L_k itself, Σ_i w̃_i ∇ log w_i, including the
+      score term ∇_φ log q(z_i|x) whose variance grows as the posterior is fitted.
+    - ``"stl"`` (sticking the landing, Roeder et al. 2017): ``log q`` is evaluated
+      with stop-gradient parameters (:func:`stop_gradient_posterior`), so only
+      the path through z remains. Unbiased for k = 1 (where it has zero variance
+      at the exact posterior); for k > 1 it is biased (Tucker et al. 2018),
+      which DReG corrects.
+    - ``"dreg"`` (doubly reparameterized, Tucker et al. 2018): the inference
+      network receives Σ_i w̃_i² ∂ log w_i/∂z_i · ∂z_i/∂φ (stop-gradient q), an
+      unbiased estimator of ∇_φ L_k with lower variance. Implemented by the
+      surrogate ``Σ_i sg(w̃_i) log w_i`` plus a hook that multiplies the gradient
+      arriving at ``z_i`` by ``w̃_i``; the decoder and the prior get exactly the
+      plain IWAE gradient Σ_i w̃_i ∇_θ log w_i (a prior that depends on the
+      encoder, the VampPrior, gets that direct gradient too).
+
+    Reported: ``elbo`` = L_k; ``reconstruction`` = mean_i log p(x|z_i); ``kl`` =
+    :func:`kl_term` averaged over the k samples (so ``reconstruction - kl`` is the
+    single-sample ELBO estimate, ≤ L_k on average). All are detached.
+    """
+
+    def __init__(self, *, k: int = 5, estimator: str = "plain") -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise VarfamError(f"iwae: option k must be a positive integer, got {k!r}")
+        if estimator not in ESTIMATORS:
+            raise VarfamError(
+                f"iwae: option estimator must be one of {', '.join(ESTIMATORS)}, "
+                f"got {estimator!r}"
+            )
+        self.k = k
+        self.estimator = estimator
+
+    def log_weights(self, model: VAE, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(log w (k, B), z (k, B, D), KL (B,), log p(x|z) (k, B)) with this estimator's log q."""
+        h = model.encoder(x)
+        with fp32(h.device.type):
+            h = h if h.dtype == torch.float64 else h.float()
+            q = model.family(h)
+            z = q.rsample((self.k,))
+            if self.estimator == "plain":
+                log_q = q.log_prob(z)
+            else:
+                log_q = stop_gradient_posterior(model.family, h).log_prob(z)
+            p = model.prior_distribution()
+            log_pz = p.log_prob(z)
+        log_px = model.log_likelihood(x, z)
+        with torch.no_grad():
+            kl = kl_term(q, p, z, log_q=log_q, log_p=log_pz).mean(0)
+        return log_px + log_pz - log_q, z, kl, log_px
+
+    def __call__(self, model: VAE, x: Tensor, epoch: float = 0.0) -> ObjectiveResult:
+        log_w, z, kl, log_px = self.log_weights(model, x)
+        bound = torch.logsumexp(log_w, dim=0) - math.log(self.k)  # (B,)
+        if self.estimator == "dreg":
+            w = torch.softmax(log_w.detach(), dim=0)  # normalized weights (k, B)
+            if z.requires_grad:
+                z.register_hook(lambda grad: grad * w.unsqueeze(-1).to(grad.dtype))
+            surrogate = (w * log_w).sum(0)
+            loss = -(bound.detach() + surrogate - surrogate.detach()).mean()
+        else:
+            loss = -bound.mean()
+        return ObjectiveResult(loss, bound.detach(), log_px.detach().mean(0), kl)

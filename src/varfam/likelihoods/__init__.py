@@ -1,0 +1,51 @@
+"""Likelihoods p(x|z): turn the decoder's output into a Distribution over x.
+
+The decoder emits ``params`` of shape ``(B, P, *data_shape)`` where
+``P = likelihood.params_per_value``; ``forward(params)`` returns a distribution
+with ``batch_shape == (B,)`` and ``event_shape == data_shape`` whose
+``log_prob(x)`` is in nats per example and whose ``.mean`` is an image in the
+data's range. ``check_data(x)`` refuses data outside the likelihood's support with
+a one-line :class:`~varfam.errors.VarfamError`. ``discrete`` is True where
+``log_prob`` is a probability mass (so bits per dimension make sense).
+
+Built in: ``bernoulli``, ``continuous-bernoulli`` (``bernoulli.py``);
+``gaussian``, ``laplace`` (``location_scale.py``); ``discretized-logistic``,
+``categorical`` (``eight_bit.py``). Losses are computed from logits, never from
+``sigmoid`` followed by BCE. Every module of this package is imported here.
+"""
+
+import importlib
+import pkgutil
+
+# import order = registration order = the order `varfam list` shows
+# isort: off
+from .base import Likelihood, check_finite, check_unit_interval
+from .bernoulli import BernoulliLikelihood, ContinuousBernoulliLikelihood, StableContinuousBernoulli
+from .location_scale import GaussianLikelihood, LaplaceLikelihood
+from .eight_bit import (
+    CategoricalLikelihood,
+    DiscretizedLogisticLikelihood,
+    DiscretizedLogisticMixture,
+    EightBitCategorical,
+    check_eight_bit,
+)
+# isort: on
+
+for _info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_info.name}")
+
+__all__ = [
+    "Likelihood",
+    "check_unit_interval",
+    "check_finite",
+    "check_eight_bit",
+    "BernoulliLikelihood",
+    "ContinuousBernoulliLikelihood",
+    "StableContinuousBernoulli",
+    "GaussianLikelihood",
+    "LaplaceLikelihood",
+    "DiscretizedLogisticLikelihood",
+    "DiscretizedLogisticMixture",
+    "CategoricalLikelihood",
+    "EightBitCategorical",
+]

@@ -1,0 +1,40 @@
+"""Priors p(z): modules whose ``forward(encode)`` returns a Distribution over z.
+
+Every prior is built as ``Prior(latent_dim, data_shape, **options)`` and its
+``forward(encode)`` returns a distribution with ``batch_shape == ()`` and
+``event_shape == (D,)``, with ``sample`` and ``log_prob`` (nats; ``z`` of shape
+``(..., D)`` gives ``(...)``). ``encode`` is the model's ``x → q(z|x)`` map; only
+priors defined through the encoder (the VampPrior) use it.
+
+Built in: ``standard`` N(0, I), ``learned`` (diagonal Gaussian), ``mog`` (mixture of
+Gaussians), ``vamp`` (VampPrior) and ``flow`` (masked autoregressive flow). Every
+module of this package is imported here, so a new prior is one new file with a
+``@PRIORS.register(...)`` class (or a class in a family module, for priors that
+belong to one kind of latent space).
+"""
+
+import importlib
+import pkgutil
+
+# import order = registration order = the order `varfam list` shows
+# isort: off
+from .base import Encode, Prior, StandardNormal, positive_int
+from .gaussian import GaussianMixturePrior, LearnedGaussian
+from .vamp import VampMixture, VampPrior
+from .flow import FlowPrior
+# isort: on
+
+for _info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_info.name}")
+
+__all__ = [
+    "Prior",
+    "StandardNormal",
+    "Encode",
+    "LearnedGaussian",
+    "GaussianMixturePrior",
+    "VampPrior",
+    "VampMixture",
+    "FlowPrior",
+    "positive_int",
+]

@@ -1,0 +1,57 @@
+"""The prior contract and the textbook prior N(0, I)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, Independent, Normal
+
+from ..errors import VarfamError
+from ..registry import PRIORS
+
+__all__ = ["Prior", "StandardNormal", "Encode", "positive_int"]
+
+#: The model's encoder as a map x (N, *data_shape) → q(z|x) (batch (N,), event (D,)).
+Encode = Callable[[Tensor], Distribution]
+
+
+def positive_int(owner: str, name: str, value: object) -> int:
+    """``value`` if it is a positive integer, else a one-line :class:`VarfamError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise VarfamError(f"{owner}: option {name} must be a positive integer, got {value!r}")
+    return value
+
+
+class Prior(nn.Module):
+    """p(z) over R^D (or the part of it a family lives on).
+
+    Subclasses implement ``forward(encode)`` returning a Distribution with
+    ``batch_shape == ()`` and ``event_shape == (D,)``. Parameters live in the
+    module; the distribution is a short-lived value built on every call.
+    """
+
+    def __init__(self, latent_dim: int, data_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.data_shape = tuple(data_shape)
+
+    def forward(self, encode: Encode | None = None) -> Distribution:  # pragma: no cover
+        raise NotImplementedError
+
+
+@PRIORS.register("standard", "standard normal N(0, I)", "Kingma & Welling 2014")
+class StandardNormal(Prior):
+    """p(z) = N(0, I_D).
+
+    >>> StandardNormal(3, (1, 8, 8))().log_prob(torch.zeros(5, 3)).shape
+    torch.Size([5])
+    """
+
+    def __init__(self, latent_dim: int, data_shape: tuple[int, ...]) -> None:
+        super().__init__(latent_dim, data_shape)
+        self.register_buffer("_zero", torch.zeros(latent_dim), persistent=False)
+
+    def forward(self, encode: Encode | None = None) -> Distribution:
+        return Independent(Normal(self._zero, torch.ones_like(self._zero)), 1)
