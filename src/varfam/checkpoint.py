@@ -5,6 +5,11 @@ while training, ``checkpoint.safetensors`` (weights, optimizer state, RNG states
 and the epoch, in one file). Every file is written to a temporary name in the
 same folder and renamed over the old one, so a kill at any moment leaves the
 last complete file readable. Loading never unpickles anything.
+
+One training at a time writes a run folder: :class:`RunLock` holds an
+exclusive ``flock`` on ``.lock`` (which records the holder's PID) for as long as
+the training runs; the kernel releases it when the process ends, even by
+SIGKILL, so no stale lock is left behind.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -34,6 +40,7 @@ __all__ = [
     "load_run_config",
     "save_checkpoint",
     "load_checkpoint",
+    "RunLock",
     "CONFIG",
     "WEIGHTS",
     "CHECKPOINT",
@@ -42,6 +49,7 @@ __all__ = [
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
+LOCK = ".lock"
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -196,3 +204,56 @@ def load_checkpoint(
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
     return rng, info
+
+
+class RunLock:
+    """An exclusive lock on a run folder while a training writes it (``with RunLock(dir):``).
+
+    A second training of the same folder raises :class:`VarfamError` at once,
+    naming the PID that holds the lock. Where ``fcntl`` is missing (Windows) the
+    lock is a no-op.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise VarfamError(
+                f"run folder {self.path.parent} is being trained by another process "
+                f"(PID {holder}); wait for it to finish or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            import fcntl
+
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()

@@ -150,6 +150,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", help="run folder (default: runs/<dataset>-<family>-<time>)")
     g.add_argument("--config", help="TOML file with [model] and [train] sections")
     g.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
+    g.add_argument("--skip-nonfinite", action="store_true", default=None,
+                   help="skip batches whose loss is nan/inf (counted in metrics.jsonl) "
+                        "instead of stopping")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -224,7 +227,7 @@ def _train_config_from_args(args: argparse.Namespace):
         if getattr(args, name) is not None:
             setattr(m, name, getattr(args, name))
     for name in ("data", "data_dir", "data_key", "image_size", "binarize", "limit", "objective",
-                 "epochs", "batch_size", "lr", "seed", "device", "precision"):
+                 "epochs", "batch_size", "lr", "seed", "device", "precision", "skip_nonfinite"):
         if getattr(args, name) is not None:
             setattr(t, name, getattr(args, name))
     for flag, (section, key) in _PART_FLAGS.items():
@@ -246,15 +249,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_run_config
+    from .distributed import launched_rank
     from .model import VAE
     from .runs import run_dataset
-    from .train import train
+    from .train import TrainingInterrupted, train
     from .viz import write_run_pictures
 
+    main_rank = launched_rank() == 0  # under torchrun only rank 0 prints and writes
     if args.resume:
         cfg = load_run_config(args.resume)
         if args.epochs is not None:
             cfg.train.epochs = args.epochs
+        if args.skip_nonfinite:
+            cfg.train.skip_nonfinite = True
         out = Path(args.resume)
     else:
         cfg = _train_config_from_args(args)
@@ -268,14 +275,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{stem}-{cfg.model.family}-{stamp}"
     progress = not args.quiet and sys.stderr.isatty()
-    print(f"training {cfg.model.family} VAE on {cfg.train.data} "
-          f"({data.train.shape[0]} train / {data.test.shape[0]} test, shape {data.data_shape}) "
-          f"→ {out}", file=sys.stderr)
-    result = train(model, data, cfg.train, out=out, resume=bool(args.resume), progress=progress)
+    if main_rank:
+        print(f"training {cfg.model.family} VAE on {cfg.train.data} "
+              f"({data.train.shape[0]} train / {data.test.shape[0]} test, shape "
+              f"{data.data_shape}) → {out}", file=sys.stderr)
+    try:
+        result = train(model, data, cfg.train, out=out, resume=bool(args.resume),
+                       progress=progress)
+    except TrainingInterrupted as e:  # SIGINT/SIGTERM: the state is saved; exit 130/143
+        if main_rank:
+            print(f"varfam: {e}", file=sys.stderr)
+        return e.exit_code
+    if not main_rank:
+        return 0
     from .runs import run_test_data
 
     test_x, labels = run_test_data(cfg)
     write_run_pictures(result.model, test_x, labels, out, seed=cfg.train.seed)
+    from .report import write_report
+
+    write_report(out, data=data, seed=cfg.train.seed)
     last = result.history[-1] if result.history else {}
     print(f"test ELBO {last.get('test_elbo', float('nan')):.2f} nats after "
           f"{last.get('epoch', 0)} epochs ({last.get('wall_time', 0):.1f} s); results in {out}")
