@@ -221,16 +221,21 @@ def lever_off(name: str):
 # ---------------------------------------------------------------- 4. log-likelihood
 @torch.inference_mode()
 def per_example_log_likelihood(model: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
-    """One image at a time, its K samples in one batch (the way pythae estimates it)."""
+    """One image at a time, its K samples in one batch, the way pythae's ``get_nll`` does it.
+
+    As in pythae, the image is repeated K times and the repeated batch goes
+    through the encoder and the decoder; the K log-weights are combined with a
+    log-sum-exp per image.
+    """
     model.eval()
     prior = model.prior_distribution()
     out = torch.empty(len(x), dtype=torch.float64)
     for i in range(len(x)):
-        xi = x[i : i + 1]
-        q = model.encode(xi)
-        z = q.sample((k,))  # (K, 1, D)
-        log_w = model.log_likelihood(xi, z) + prior.log_prob(z) - q.log_prob(z)  # (K, 1)
-        out[i] = (torch.logsumexp(log_w.double(), 0) - math.log(k))[0]
+        x_rep = x[i : i + 1].expand(k, *x.shape[1:])
+        q = model.encode(x_rep)
+        z = q.sample()  # (K, D)
+        log_w = model.decode(z).log_prob(x_rep) + prior.log_prob(z) - q.log_prob(z)  # (K,)
+        out[i] = torch.logsumexp(log_w.double(), 0) - math.log(k)
     return out
 
 

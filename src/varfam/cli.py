@@ -147,6 +147,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto, cpu or cuda (default: auto)")
     g.add_argument("--precision", choices=["auto", "bf16", "fp32"],
                    help="training precision (default: auto = bf16 where fast; eval is fp32)")
+    g.add_argument("--validation", type=nonnegative_int,
+                   help="hold out the last N training examples for validation; the saved "
+                        "weights are then the best on validation")
+    g.add_argument("--patience", type=positive_int,
+                   help="stop after N epochs without a better validation ELBO")
+    g.add_argument("--lr-schedule", choices=["constant", "cosine"],
+                   help="learning-rate schedule (default constant)")
+    g.add_argument("--lr-final-ratio", type=nonnegative_float,
+                   help="cosine schedule: final lr as a fraction of --lr (default 0)")
+    g.add_argument("--time-limit", type=positive_float,
+                   help="stop after the epoch in which this many minutes have passed")
     g.add_argument("--out", help="run folder (default: runs/<dataset>-<family>-<time>)")
     g.add_argument("--config", help="TOML file with [model] and [train] sections")
     g.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
@@ -227,7 +238,8 @@ def _train_config_from_args(args: argparse.Namespace):
         if getattr(args, name) is not None:
             setattr(m, name, getattr(args, name))
     for name in ("data", "data_dir", "data_key", "image_size", "binarize", "limit", "objective",
-                 "epochs", "batch_size", "lr", "seed", "device", "precision", "skip_nonfinite"):
+                 "epochs", "batch_size", "lr", "seed", "device", "precision", "skip_nonfinite",
+                 "validation", "patience", "lr_schedule", "lr_final_ratio", "time_limit"):
         if getattr(args, name) is not None:
             setattr(t, name, getattr(args, name))
     for flag, (section, key) in _PART_FLAGS.items():

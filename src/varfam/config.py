@@ -67,6 +67,17 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     skip_nonfinite: bool = False
+    #: Hold out the last N training examples as a validation set (binarized once,
+    #: like the test set); ``model.safetensors`` then keeps the best-validation weights.
+    validation: int = 0
+    #: Stop when the validation ELBO has not improved for this many epochs.
+    patience: int | None = None
+    #: ``constant`` or ``cosine`` (decay from ``lr`` to ``lr * lr_final_ratio``
+    #: over the epochs, or over ``time_limit`` when that comes first).
+    lr_schedule: str = "constant"
+    lr_final_ratio: float = 0.0
+    #: Stop after the epoch during which this many minutes of wall time passed.
+    time_limit: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -83,6 +94,18 @@ class TrainConfig:
             raise VarfamError(f"precision must be auto, bf16 or fp32, got '{self.precision}'")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise VarfamError(f"device must be auto, cpu or cuda, got '{self.device}'")
+        if self.validation < 0:
+            raise VarfamError(f"validation must be 0 or more, got {self.validation}")
+        if self.patience is not None and self.patience < 1:
+            raise VarfamError(f"patience must be at least 1, got {self.patience}")
+        if self.patience is not None and not self.validation:
+            raise VarfamError("patience needs a validation set: add --validation N")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise VarfamError(f"lr_schedule must be constant or cosine, got '{self.lr_schedule}'")
+        if not 0.0 <= self.lr_final_ratio <= 1.0:
+            raise VarfamError(f"lr_final_ratio must be in [0, 1], got {self.lr_final_ratio}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise VarfamError(f"time_limit must be positive (minutes), got {self.time_limit}")
         if self.limit is not None and self.limit < 1:
             raise VarfamError(f"limit must be at least 1, got {self.limit}")
 

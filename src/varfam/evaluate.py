@@ -133,7 +133,7 @@ def importance_sampling(
     *,
     batch_size: int | None = None,
     k_chunk: int | None = None,
-    memory_mb: float = 256.0,
+    memory_mb: float = 8.0,
     seed: int | None = None,
 ) -> ImportanceSampling:
     """K importance samples per example of ``x`` (N, *data_shape), vectorized over examples.
@@ -200,7 +200,7 @@ def importance_sampled_log_likelihood(
     *,
     batch_size: int | None = None,
     k_chunk: int | None = None,
-    memory_mb: float = 256.0,
+    memory_mb: float = 8.0,
     seed: int | None = None,
 ) -> Tensor:
     """Per-example ``log p(x) ≈ logsumexp_k log w_k - log K`` (N,), float64 nats.
@@ -342,7 +342,7 @@ def evaluate(
     train: Tensor | None = None,
     train_labels: Tensor | None = None,
     seed: int = 0,
-    memory_mb: float = 256.0,
+    memory_mb: float = 8.0,
     mi_examples: int = 500,
     probe_examples: int = 10000,
 ) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import signal
 import threading
 import time
@@ -202,11 +203,17 @@ def _train(
 ) -> TrainResult:
     bf16 = use_bf16(cfg.precision, device)
     static = cfg.binarize != "none"
-    _check_data(model, data.train)
+    train_x, val_x = _hold_out(data.train, cfg.validation)
+    _check_data(model, train_x)
     train_src = BatchSource(
-        data.train, device, binarize_seed=cfg.seed if cfg.binarize == "static" else None
+        train_x, device, binarize_seed=cfg.seed if cfg.binarize == "static" else None
     )
     test_src = BatchSource(data.test, device, binarize_seed=cfg.seed + 1 if static else None)
+    val_src = (
+        BatchSource(val_x, device, binarize_seed=cfg.seed + 2 if static else None)
+        if val_x is not None
+        else None
+    )
     model.to(device)
     n, bs = len(train_src), cfg.batch_size
     n_batches = -(-n // bs)
@@ -218,19 +225,24 @@ def _train(
     result = TrainResult(model, [], run_dir)
     start_epoch, start_batch, step, wall = 0, 0, 0, 0.0
     partial: dict[str, Any] = {}
+    best = _Best()
     if run_dir is not None and resume:
         start_epoch, start_batch, step, wall, partial = _restore(
             run_dir, model, optimizer, cfg, ctx, result
         )
+        best = _Best.from_history(result.history, run_dir, model)
     elif run_dir is not None and ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / METRICS).unlink(missing_ok=True)
         save_model(model, run_dir, cfg)
     dist.barrier(ctx)
+    elapsed0 = float(result.history[-1].get("elapsed", wall)) if result.history else wall
+    clock = time.perf_counter()
 
     gen = torch.Generator(device="cpu")
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
+        _set_lr(optimizer, cfg, epoch, elapsed0 + time.perf_counter() - clock)
         gen.manual_seed(derived_seed(cfg.seed, epoch))
         perm = torch.randperm(n, generator=gen).to(train_src.index_device)
         first = start_batch if epoch == start_epoch else 0
@@ -304,6 +316,7 @@ def _train(
                 float(batch_losses.sum()) / (ctx.world_size * seen) if seen else float("nan")
             ),
         }
+        done = False
         if ctx.is_main:
             test = _evaluate(model, test_src)
             record.update({
@@ -314,7 +327,15 @@ def _train(
                 "wall_time": wall,
                 "samples_per_s": n / seconds if seconds > 0 else float("nan"),
                 "skipped_batches": skipped,
+                "lr": optimizer.param_groups[0]["lr"],
             })
+            improved = True
+            if val_src is not None:
+                record["validation_elbo"] = _evaluate(model, val_src)["elbo"]
+                improved = best.update(record["validation_elbo"], epoch + 1, model)
+                record["best_epoch"] = best.epoch
+            record["elapsed"] = elapsed0 + time.perf_counter() - clock
+            done = _finished(cfg, record["elapsed"], epoch + 1 - best.epoch)
             result.history.append(record)
             if progress:
                 tqdm.write(
@@ -327,12 +348,84 @@ def _train(
                         "world_size": ctx.world_size, "history": result.history}
                 save_checkpoint(run_dir / CHECKPOINT, model, optimizer, {}, info)
                 _append_jsonl(run_dir / METRICS, record)
-                save_model(model, run_dir)
+                if improved:  # with a validation set: only the best weights so far
+                    save_model(model, run_dir)
         dist.barrier(ctx)
-        signum = _agreed_signal(stop.signum, ctx, device)
+        if _max_over_ranks(int(done), ctx, device):  # time limit or early stopping
+            break
+        signum = _max_over_ranks(stop.signum, ctx, device)
         if signum and epoch + 1 < cfg.epochs:  # a signal near the epoch's end: it is complete
             raise _interrupted(signum, epoch + 1, 0, step, run_dir)
+    if ctx.is_main and val_src is not None:
+        best.restore(model)
     return result
+
+
+# -------------------------------------------------------------------- validation, schedule
+def _hold_out(x: Any, n_val: int) -> tuple[Any, Any]:
+    """Split off the last ``n_val`` rows of ``x`` (views, so memory-mapped data stays mapped)."""
+    if not n_val:
+        return x, None
+    if n_val >= len(x) - 1:
+        raise VarfamError(
+            f"--validation {n_val} leaves too few training examples (the data has {len(x)}); "
+            "use a smaller validation set"
+        )
+    return x[: len(x) - n_val], x[len(x) - n_val :]
+
+
+class _Best:
+    """The best validation ELBO so far, its epoch, and a copy of those weights."""
+
+    def __init__(self, value: float = -math.inf, epoch: int = 0) -> None:
+        self.value, self.epoch = value, epoch
+        self.state: dict[str, torch.Tensor] | None = None
+
+    @classmethod
+    def from_history(cls, history: list[dict[str, Any]], run_dir: Path, model: VAE) -> _Best:
+        """On resume: the best epoch logged so far; its weights are in ``model.safetensors``."""
+        scored = [r for r in history if "validation_elbo" in r]
+        if not scored:
+            return cls()
+        top = max(scored, key=lambda r: r["validation_elbo"])
+        best = cls(top["validation_elbo"], top["epoch"])
+        from safetensors.torch import load_file
+
+        weights = run_dir / "model.safetensors"
+        if weights.is_file():
+            best.state = load_file(str(weights), device=str(model.device))
+        return best
+
+    def update(self, value: float, epoch: int, model: VAE) -> bool:
+        if value > self.value:
+            self.value, self.epoch = value, epoch
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return True
+        return False
+
+    def restore(self, model: VAE) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int, elapsed: float) -> None:
+    """The learning rate of ``epoch``: constant, or cosine over epochs / the time limit."""
+    if cfg.lr_schedule == "constant":
+        return
+    progress = epoch / cfg.epochs
+    if cfg.time_limit is not None:
+        progress = max(progress, elapsed / (60.0 * cfg.time_limit))
+    r = cfg.lr_final_ratio
+    lr = cfg.lr * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _finished(cfg: TrainConfig, elapsed: float, epochs_since_best: int) -> bool:
+    """Whether the time limit has passed or early stopping's patience has run out."""
+    if cfg.time_limit is not None and elapsed >= 60.0 * cfg.time_limit:
+        return True
+    return cfg.patience is not None and epochs_since_best >= cfg.patience
 
 
 # -------------------------------------------------------------------- helpers
@@ -353,8 +446,8 @@ def _check_data(model: VAE, x: Any) -> None:
         model.likelihood.check_data(chunk)
 
 
-def _agreed_signal(signum: int, ctx: dist.Context, device: torch.device) -> int:
-    """The stop signal if any rank received one (so that all ranks stop together)."""
+def _max_over_ranks(signum: int, ctx: dist.Context, device: torch.device) -> int:
+    """The largest value over ranks (a stop signal or flag any rank raised), so all stop together."""
     if not ctx.distributed:
         return signum
     flag = dist.all_reduce_max(torch.tensor([float(signum)], device=device), ctx)

@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, metavar="N",
                    help="evaluate only the first N test examples")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the draws (default 0)")
-    p.add_argument("--memory-mb", type=positive_float, default=256.0,
-                   help="decoder output per importance-sampling chunk (default 256 MB)")
+    p.add_argument("--memory-mb", type=positive_float, default=8.0,
+                   help="decoder output per importance-sampling chunk (default 8 MB: fits the cache)")
     p.add_argument("--mi-examples", type=positive_int, default=500, metavar="M",
                    help="examples whose aggregate posterior gives I(x; z) (default 500)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
