@@ -447,7 +447,7 @@ def _check_data(model: VAE, x: Any) -> None:
 
 
 def _max_over_ranks(signum: int, ctx: dist.Context, device: torch.device) -> int:
-    """The largest value over ranks (a stop signal or flag any rank raised), so all stop together."""
+    """The largest value over ranks (a signal or flag any rank raised): all ranks stop together."""
     if not ctx.distributed:
         return signum
     flag = dist.all_reduce_max(torch.tensor([float(signum)], device=device), ctx)
