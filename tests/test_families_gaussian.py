@@ -108,8 +108,8 @@ def test_lowrank_covariance_is_factor_factor_t_plus_diag(rank: int) -> None:
     fam = family("lowrank", 4, rank=rank)
     hh = h(3)
     q = fam(hh)
-    W = fam.cov_factor(hh).view(3, 4, rank)
     d = torch.exp(fam.log_var(hh))
+    W = d.sqrt().unsqueeze(-1) * fam.cov_factor(hh).view(3, 4, rank)  # F = diag(sqrt d) G
     assert q.cov_factor.shape == (3, 4, rank)
     torch.testing.assert_close(q.covariance_matrix, W @ W.mT + torch.diag_embed(d))
     z = q.sample()
@@ -400,3 +400,18 @@ def test_elbo_with_family_backpropagates(name: str) -> None:
         model.zero_grad()
         result.loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in model.family.parameters())
+
+
+def test_lowrank_stays_factorizable_for_tiny_variances() -> None:
+    """A posterior scale near the floor with a large factor must not break the Cholesky."""
+    fam = family("lowrank", 4, rank=2).float()
+    with torch.no_grad():
+        fam.log_var.bias.fill_(-23.0)  # scale ~1e-5, variance ~1e-10
+        fam.cov_factor.bias.fill_(50.0)
+    hh = torch.zeros(3, fam.feature_dim)
+    q = fam(hh)
+    z = q.rsample()
+    kl = torch.distributions.kl_divergence(
+        q, torch.distributions.Independent(torch.distributions.Normal(torch.zeros(4), 1.0), 1)
+    )
+    assert torch.isfinite(q.log_prob(z)).all() and torch.isfinite(kl).all()

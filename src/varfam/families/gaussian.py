@@ -130,8 +130,9 @@ class FullCovarianceGaussian(Family):
 class LowRankGaussian(Family):
     """q(z|x) = N(loc, F F^T + diag(d)) as ``LowRankMultivariateNormal``.
 
-    Heads: ``loc`` (D), ``cov_factor`` (D·rank entries of F, shape (B, D, rank))
-    and ``log_var`` (D; ``d = positive_scale(log_var)**2``). Option ``rank``
+    Heads: ``loc`` (D), ``log_var`` (D; ``d = positive_scale(log_var)**2``) and
+    ``cov_factor`` (D·rank entries of G, shape (B, D, rank)), with ``F = diag(√d) G``
+    so that the capacitance ``I + GᵀG`` is well conditioned for any d. Option ``rank``
     (default 2) is the number of columns of F; cost is O(D·rank²) per density.
 
     >>> fam = LowRankGaussian(16, 6, rank=2)
@@ -150,9 +151,12 @@ class LowRankGaussian(Family):
         self.cov_factor = nn.Linear(feature_dim, latent_dim * rank)
 
     def forward(self, h: Tensor) -> Distribution:
+        scale = positive_scale(self.log_var(h))
+        # F = diag(sqrt d) G: the capacitance I + Fᵀ diag(1/d) F = I + GᵀG stays well
+        # conditioned however small d gets (with a raw F it overflows fp32 and the
+        # Cholesky factorization fails).
         factor = self.cov_factor(h).unflatten(-1, (self.latent_dim, self.rank))
-        cov_diag = positive_scale(self.log_var(h)) ** 2
-        return LowRankMultivariateNormal(self.loc(h), factor, cov_diag)
+        return LowRankMultivariateNormal(self.loc(h), scale.unsqueeze(-1) * factor, scale**2)
 
     def location(self, h: Tensor) -> Tensor:
         return self.loc(h)
@@ -202,7 +206,8 @@ def _kl_lowrank_diagonal(q: LowRankMultivariateNormal, p: Independent) -> Tensor
     var_diag = (W**2).sum(-1) + d
     # matrix determinant lemma: det(W Wᵀ + diag d) = det(diag d) · det(I + Wᵀ diag(1/d) W)
     eye = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
-    capacitance = eye + (W / d.unsqueeze(-1)).mT @ W
+    Wd = W / d.sqrt().unsqueeze(-1)  # G of the family's parameterization
+    capacitance = eye + Wd.mT @ Wd
     chol = torch.linalg.cholesky(capacitance)
     logdet = torch.log(d).sum(-1) + 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     return kl_gaussian_diagonal(q.loc, var_diag, logdet, p_loc, p_scale)
