@@ -117,8 +117,11 @@ def measure(config: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     name = config.stem
     run = Path(args.runs_dir) / name
-    wall, snaps = train_run(config, run, args.time_limit, args.snapshot_every,
-                            Path(args.runs_dir) / f"{name}-snapshots")
+    if args.reuse and (run / "model.safetensors").is_file():  # measure an existing run again
+        wall, snaps = read_metrics(run)[0][-1]["elapsed"], []
+    else:
+        wall, snaps = train_run(config, run, args.time_limit, args.snapshot_every,
+                                Path(args.runs_dir) / f"{name}-snapshots")
     model, cfg = open_run(run)
     val, test = split_data(cfg)
     t0 = time.perf_counter()
@@ -127,7 +130,7 @@ def measure(config: Path, args: argparse.Namespace) -> dict[str, Any]:
         else {}
     eval_s = time.perf_counter() - t0
     units, _ = active_units(latent_locations(model, test))
-    epochs = [r for r in read_metrics(run) if "kind" not in r]
+    epochs, _ = read_metrics(run)
     curve = []
     for seconds, path in snaps:
         snap = load_model(run)
@@ -237,9 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curve-iw", type=int, default=500)
     p.add_argument("--curve-limit", type=int, default=1000)
     p.add_argument("--tag", default="record")
+    p.add_argument("--reuse", action="store_true",
+                   help="measure runs already in --runs-dir instead of training them again")
     p.add_argument("--runs-dir", default=str(ROOT / "runs/fashion-record"))
     p.add_argument("--store", default=str(ROOT / "docs/fashion_record.jsonl"))
     p.add_argument("--results", default=str(ROOT / "docs/results.md"))
+    p.add_argument("--plot", default=str(ROOT / "docs/images/fashion_record_curve.png"))
     args = p.parse_args(argv)
     store = Path(args.store)
     for config in args.configs:
@@ -251,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({row['wall_s'] / 60:.1f} min, {row['epochs']} epochs)", flush=True)
         rows = [json.loads(s) for s in store.read_text().splitlines() if s.strip()]
         write_doc(rows, Path(args.results))
-        plot_curves(rows, ROOT / "docs/images/fashion_record_curve.png")
+        plot_curves(rows, Path(args.plot))
     return 0
 
 

@@ -85,3 +85,17 @@ def test_training_beats_untrained_and_fixed_baselines() -> None:
     p = binarize_fixed(data.train, 0).mean(0).clamp(1e-3, 1 - 1e-3)
     baseline = torch.distributions.Bernoulli(probs=p).log_prob(test).flatten(1).sum(1).mean()
     assert after > float(baseline) + 1.0
+
+
+def test_unset_prior_is_the_familys_natural_prior() -> None:
+    assert VAE.build(data_shape=(1, 8, 8), hidden=(8,), latent_dim=3).config.prior == "standard"
+    sphere = VAE.build(data_shape=(1, 8, 8), hidden=(8,), latent_dim=3, family="vmf")
+    assert sphere.config.prior == "uniform-sphere"
+    relaxed = VAE.build(data_shape=(1, 8, 8), hidden=(8,), latent_dim=4, family="gumbel",
+                        family_options={"categories": 2})
+    assert relaxed.config.prior == "categorical"
+    assert relaxed.config.prior_options["categories"] == 2  # recorded in config.json
+    # an explicit prior is kept
+    mixed = VAE.build(data_shape=(1, 8, 8), hidden=(8,), latent_dim=3, family="vmf",
+                      prior="standard")
+    assert mixed.config.prior == "standard"

@@ -34,7 +34,9 @@ class ModelConfig:
     latent_dim: int = 20
     family: str = "diagonal"
     family_options: dict[str, Any] = field(default_factory=dict)
-    prior: str = "standard"
+    #: ``None``: the family's natural prior (``standard`` for Gaussian families,
+    #: ``uniform-sphere`` for vmf/powerspherical, ``categorical`` for gumbel/bernoulli).
+    prior: str | None = None
     prior_options: dict[str, Any] = field(default_factory=dict)
     likelihood: str = "bernoulli"
     likelihood_options: dict[str, Any] = field(default_factory=dict)

@@ -66,7 +66,8 @@ class VAE(nn.Module):
 
         Keywords are the fields of :class:`ModelConfig`: ``data_shape``, ``arch``,
         ``hidden``, ``latent_dim``, ``family`` (+``family_options``), ``prior``
-        (+``prior_options``), ``likelihood`` (+``likelihood_options``).
+        (+``prior_options``; ``None`` picks the family's natural prior, recorded in the
+        model's config), ``likelihood`` (+``likelihood_options``).
         """
         cfg = ModelConfig(**{**(config.__dict__ if config else {}), **overrides})
         likelihood = LIKELIHOODS.build(
@@ -78,7 +79,16 @@ class VAE(nn.Module):
         family = FAMILIES.build(
             cfg.family, encoder.feature_dim, cfg.latent_dim, options=cfg.family_options
         )
-        prior = PRIORS.build(cfg.prior, cfg.latent_dim, cfg.data_shape, options=cfg.prior_options)
+        if cfg.prior is None:  # the family's natural prior (N(0, I), the sphere, a categorical)
+            cfg.prior = family.default_prior
+        if cfg.prior == family.default_prior:  # e.g. K and temperature of a relaxed categorical
+            cfg.prior_options = {
+                **getattr(family, "default_prior_options", {}),
+                **cfg.prior_options,
+            }
+        prior = PRIORS.build(
+            cfg.prior, cfg.latent_dim, cfg.data_shape, options=cfg.prior_options
+        )
         return cls(encoder, family, decoder, likelihood, prior, cfg)
 
     @property

@@ -220,7 +220,9 @@ def _train(
     objective = OBJECTIVES.build(cfg.objective, options=cfg.objective_options)
     optimizer = _adam(model, cfg.lr, device)
     step_module = dist.wrap(model, objective, ctx, device) if ctx.distributed else None
-    set_epoch = getattr(model.family, "set_epoch", None)
+    # temperature annealing (relaxed discrete families and their prior): epoch in fractions
+    annealed = [f for f in (getattr(model.family, "set_epoch", None),
+                            getattr(model.prior, "set_epoch", None)) if f is not None]
 
     result = TrainResult(model, [], run_dir)
     start_epoch, start_batch, step, wall = 0, 0, 0, 0.0
@@ -274,7 +276,7 @@ def _train(
             else:
                 x = train_src.gather(idx[share] if ctx.distributed else idx)
             t = epoch + j * bs / n
-            if set_epoch is not None:
+            for set_epoch in annealed:
                 set_epoch(t)
             with autocast(device, bf16):
                 if step_module is None:

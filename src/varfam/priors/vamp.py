@@ -32,7 +32,7 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, MixtureSameFamily
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
 from ..errors import VarfamError
 from ..registry import PRIORS
@@ -63,10 +63,46 @@ class VampMixture(MixtureSameFamily):
 
     def log_prob(self, value: Tensor) -> Tensor:
         k, event = self._num_component, self.event_shape
+        diagonal = _diagonal_normal(self.component_distribution)
+        if diagonal is not None:
+            log_q = _diagonal_normal_log_prob_matrix(value, *diagonal)
+            return torch.logsumexp(log_q, dim=-1) - math.log(k)
         z = value.unsqueeze(-1 - len(event))
         z = z.expand(*z.shape[: -1 - len(event)], k, *event)
         log_q = self.component_distribution.log_prob(z)  # (..., K)
         return torch.logsumexp(log_q, dim=-1) - math.log(k)
+
+
+def _diagonal_normal(d: Distribution) -> tuple[Tensor, Tensor] | None:
+    """(loc, scale), each (K, D), when ``d`` is ``Independent(Normal, 1)``; else ``None``."""
+    if (
+        isinstance(d, Independent)
+        and isinstance(d.base_dist, Normal)
+        and d.reinterpreted_batch_ndims == 1
+    ):
+        return d.base_dist.loc, d.base_dist.scale
+    return None
+
+
+def _diagonal_normal_log_prob_matrix(z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    """log N(z_i; loc_k, diag(scale_k²)) for every z (..., D) and component k: (..., K).
+
+    The quadratic form is expanded into matrix products,
+    ``Σ_d (z_d − μ_kd)² / σ_kd² = z² · (1/σ_k²) − 2 z · (μ_k/σ_k²) + Σ_d μ_kd²/σ_kd²``,
+    so N points against K components cost one (N, D) × (D, K) product instead of an
+    (N, K, D) tensor. The products run in float64 to keep the cancellation exact
+    for small scales.
+    """
+    shape = z.shape[:-1]
+    zf = z.reshape(-1, z.shape[-1]).double()
+    inv_var = scale.double().pow(-2)  # (K, D)
+    quad = (
+        (zf * zf) @ inv_var.T
+        - 2.0 * zf @ (loc.double() * inv_var).T
+        + (loc.double().pow(2) * inv_var).sum(-1)
+    )
+    const = scale.double().log().sum(-1) + 0.5 * z.shape[-1] * math.log(2 * math.pi)
+    return (-0.5 * quad - const).to(z.dtype).reshape(*shape, -1)
 
 
 @PRIORS.register(
