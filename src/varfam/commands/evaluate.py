@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="evaluate only the first N test examples")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the draws (default 0)")
     p.add_argument("--memory-mb", type=positive_float, default=8.0,
-                   help="decoder output per importance-sampling chunk (default 8 MB: fits the cache)")
+                   help="decoder output per importance-sampling chunk (default 8 MB, cache-sized)")
     p.add_argument("--mi-examples", type=positive_int, default=500, metavar="M",
                    help="examples whose aggregate posterior gives I(x; z) (default 500)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
