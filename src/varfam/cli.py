@@ -149,6 +149,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="skip batches whose loss is nan/inf (counted in metrics.jsonl) "
                         "instead of stopping")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--no-report", action="store_true",
+                   help="skip report.html at the end (write it later with `varfam report`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,9 +290,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     test_x, labels = run_test_data(cfg)
     write_run_pictures(result.model, test_x, labels, out, seed=cfg.train.seed)
-    from .report import write_report
+    if not args.no_report:
+        from .report import write_report
 
-    write_report(out, data=data, seed=cfg.train.seed)
+        write_report(out, data=data, seed=cfg.train.seed)
     last = result.history[-1] if result.history else {}
     print(f"test ELBO {last.get('test_elbo', float('nan')):.2f} nats after "
           f"{last.get('epoch', 0)} epochs ({last.get('wall_time', 0):.1f} s); results in {out}")
