@@ -20,6 +20,7 @@ DDP all-reduces gradients only for a module it wraps, while an objective calls
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -120,9 +121,20 @@ def local_device(ctx: Context, device: torch.device) -> torch.device:
     return device
 
 
-def teardown(ctx: Context) -> None:
-    """Destroy the process group if :func:`setup` created it."""
+def teardown(ctx: Context, together: bool = True) -> None:
+    """Destroy the process group if :func:`setup` created it.
+
+    The DistributedDataParallel wrapper sits in reference cycles (its hooks refer
+    to it); it is collected first, so that its reducer and any pending gloo work
+    are released while the group and the interpreter are still alive — otherwise
+    their destruction at interpreter exit can abort the process ("terminate called
+    without an active exception"). With ``together`` (a normal end) the ranks also
+    meet at a barrier so that none destroys the group while another still uses it.
+    """
     if ctx.owns_group and dist.is_initialized():
+        gc.collect()
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 

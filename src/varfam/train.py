@@ -185,9 +185,12 @@ def train(
         lock = RunLock(run_dir) if run_dir is not None and ctx.is_main else None
         with lock or contextlib.nullcontext(), _StopRequest() as stop:
             with _no_distribution_validation():
-                return _train(model, data, cfg, device, ctx, run_dir, resume, progress, stop)
-    finally:
-        dist.teardown(ctx)
+                result = _train(model, data, cfg, device, ctx, run_dir, resume, progress, stop)
+    except BaseException:
+        dist.teardown(ctx, together=False)  # other ranks may be gone: no barrier
+        raise
+    dist.teardown(ctx, together=True)
+    return result
 
 
 def _train(
