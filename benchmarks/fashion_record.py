@@ -194,7 +194,8 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
                     label=f"{r['tag']}: {Path(r['config']).stem}")
     for label, value in PUBLISHED:
         ax.axhline(value, ls="--", lw=0.8, color="grey")
-        ax.text(0.2, value, label, fontsize=7, va="bottom", color="grey")
+        ax.text(0.99, value, label, fontsize=7, va="bottom", ha="right", color="grey",
+                transform=ax.get_yaxis_transform())
     ax.set_xlabel("wall time (minutes)")
     ax.set_ylabel("test NLL (nats), snapshot estimate")
     ax.set_title("Fashion-MNIST (dynamically binarized): test NLL against training time")
