@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then \
 		(export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq chromium chromium-driver || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)) >/dev/null 2>&1 \
 		|| echo "note: chromium not installed (the explorer's browser test will be skipped)"; fi
+	@if ! command -v g++ >/dev/null && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq g++ || (apt-get update -qq && apt-get install -y -qq g++)) >/dev/null 2>&1 \
+		|| echo "note: g++ not installed (--compile and its tests need a C++ compiler)"; fi
 	touch $(STAMP)
 
 venv: $(STAMP)

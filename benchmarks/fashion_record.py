@@ -50,6 +50,11 @@ PUBLISHED = [
 ]
 
 
+#: Training settings recorded with each row (beside the model and the objective).
+TRAIN_KEYS = ("batch_size", "lr", "lr_schedule", "lr_final_ratio", "time_limit", "compile",
+              "eval_every")
+
+
 def train_run(config: Path, run: Path, time_limit: float | None, snapshot_every: float,
               snapshots: Path) -> tuple[float, list[tuple[float, Path]]]:
     """Train from the CLI; return (wall seconds, [(seconds, snapshot weights), ...])."""
@@ -141,7 +146,8 @@ def measure(config: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "tag": args.tag, "config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT)
         else str(config), "model": cfg.model.__dict__, "objective": cfg.train.objective,
-        "objective_options": cfg.train.objective_options, "wall_s": wall,
+        "objective_options": cfg.train.objective_options,
+        "train": {k: getattr(cfg.train, k) for k in TRAIN_KEYS}, "wall_s": wall,
         "epochs": last.get("epoch"), "best_epoch": last.get("best_epoch"),
         "iw": args.iw, "eval_limit": args.eval_limit, "eval_s": eval_s,
         "test": test_m, "validation": val_m, "active_units": units,
@@ -158,6 +164,12 @@ def describe(row: dict[str, Any]) -> str:
              m["prior"] + (f"({m['prior_options']})" if m["prior_options"] else ""),
              row["objective"] + (f"({row['objective_options']})" if row["objective_options"]
                                  else "")]
+    t = row.get("train")  # rows before the training settings were recorded have none
+    if t:
+        parts += [f"batch {t['batch_size']}, lr {t['lr']:g} {t['lr_schedule']}"]
+        parts += [flag for flag, on in (("compiled", t["compile"]),
+                                        (f"eval every {t['eval_every']}", t["eval_every"] > 1))
+                  if on]
     return ", ".join(parts)
 
 

@@ -58,6 +58,38 @@ def test_time_limit_stops_after_the_epoch(tmp_path) -> None:
     assert lines[-1]["elapsed"] > 0
 
 
+def test_eval_every_scores_every_nth_epoch_and_the_last(tmp_path) -> None:
+    data = _data()
+    model = _model(data)
+    result = varfam.train(model, data, epochs=5, eval_every=2, validation=100, out=tmp_path,
+                          lr=3e-3, precision="fp32")
+    hist = result.history
+    assert [r["epoch"] for r in hist] == [1, 2, 3, 4, 5]  # every epoch logs its training
+    scored = [r for r in hist if "test_elbo" in r]
+    assert [r["epoch"] for r in scored] == [2, 4, 5]
+    assert all("validation_elbo" in r for r in scored)
+    assert all("validation_elbo" not in r and r["train_loss"] > 0 for r in hist if r not in scored)
+    best = max(scored, key=lambda r: r["validation_elbo"])
+    assert all(r["best_epoch"] in (0, 2, 4, 5) for r in hist)
+    assert hist[-1]["best_epoch"] == best["epoch"]
+    saved = load_model(tmp_path)  # the best of the scored epochs
+    for (k, a), b in zip(model.state_dict().items(), saved.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+    # the report and compare read runs whose epochs are not all scored
+    from varfam.report import run_summary, write_report
+
+    assert write_report(tmp_path, data=data, iw=5, limit=50).is_file()
+    assert run_summary(tmp_path)["test_elbo"] == hist[-1]["test_elbo"]
+
+
+def test_eval_every_still_scores_the_epoch_that_hits_the_time_limit(tmp_path) -> None:
+    data = _data()
+    result = varfam.train(_model(data), data, epochs=50, eval_every=10, time_limit=1e-6,
+                          validation=100)
+    assert len(result.history) == 1 and "validation_elbo" in result.history[0]
+    assert result.history[0]["best_epoch"] == 1
+
+
 def test_cosine_schedule_decays_to_final_ratio() -> None:
     data = _data(200)
     result = varfam.train(_model(data), data, epochs=5, lr=1e-2, lr_schedule="cosine",

@@ -69,9 +69,17 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     skip_nonfinite: bool = False
+    #: Compile the training step (loss, gradients) with ``torch.compile``: about 1.5×
+    #: faster for gated MLPs on a CPU, after 10–20 s of compilation. Needs a C++
+    #: compiler on a CPU (Triton on a GPU). Evaluation is never compiled.
+    compile: bool = False
     #: Hold out the last N training examples as a validation set (binarized once,
     #: like the test set); ``model.safetensors`` then keeps the best-validation weights.
     validation: int = 0
+    #: Evaluate the test (and validation) ELBO every N epochs and after the last one;
+    #: ``model.safetensors`` is written at those evaluations. Epochs in between log
+    #: their training loss and speed only.
+    eval_every: int = 1
     #: Stop when the validation ELBO has not improved for this many epochs.
     patience: int | None = None
     #: ``constant`` or ``cosine`` (decay from ``lr`` to ``lr * lr_final_ratio``
@@ -96,6 +104,8 @@ class TrainConfig:
             raise VarfamError(f"precision must be auto, bf16 or fp32, got '{self.precision}'")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise VarfamError(f"device must be auto, cpu or cuda, got '{self.device}'")
+        if self.eval_every < 1:
+            raise VarfamError(f"eval_every must be at least 1, got {self.eval_every}")
         if self.validation < 0:
             raise VarfamError(f"validation must be 0 or more, got {self.validation}")
         if self.patience is not None and self.patience < 1:

@@ -107,9 +107,14 @@ class ObjectiveResult:
 
 
 class Objective:
-    """Base class: ``objective(model, x, epoch=...)`` → :class:`ObjectiveResult`."""
+    """Base class: ``objective(model, x, epoch=...)`` → :class:`ObjectiveResult`.
 
-    def __call__(self, model: VAE, x: Tensor, epoch: float = 0.0) -> ObjectiveResult:
+    ``epoch`` is fractional (``epoch + i / n`` at batch i of n). A compiled training
+    step (``TrainConfig.compile``) passes it as a 0-d float64 tensor, so that a new
+    value does not recompile the step: use it in arithmetic, not in Python branches.
+    """
+
+    def __call__(self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0) -> ObjectiveResult:
         raise NotImplementedError  # pragma: no cover
 
 
@@ -155,13 +160,16 @@ class Elbo(Objective):
         self.warmup_epochs = float(warmup_epochs)
         self.free_bits = float(free_bits)
 
-    def kl_weight(self, epoch: float) -> float:
-        """The KL weight ``w(epoch)`` of the loss."""
+    def kl_weight(self, epoch: float | Tensor) -> float | Tensor:
+        """The KL weight ``w(epoch)`` of the loss (a 0-d tensor for a 0-d tensor ``epoch``)."""
         if self.warmup_epochs <= 0:
             return self.beta
-        return self.beta * min(1.0, max(0.0, epoch) / self.warmup_epochs)
+        ramp = epoch / self.warmup_epochs
+        if isinstance(ramp, Tensor):  # a compiled training step passes the epoch as a tensor
+            return self.beta * ramp.clamp(0.0, 1.0)
+        return self.beta * min(1.0, max(0.0, ramp))
 
-    def __call__(self, model: VAE, x: Tensor, epoch: float = 0.0) -> ObjectiveResult:
+    def __call__(self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0) -> ObjectiveResult:
         q = model.encode(x)
         z = q.rsample()
         recon = model.decode(z).log_prob(x)
@@ -246,7 +254,7 @@ class Iwae(Objective):
             kl = kl_term(q, p, z, log_q=log_q, log_p=log_pz).mean(0)
         return log_px + log_pz - log_q, z, kl, log_px
 
-    def __call__(self, model: VAE, x: Tensor, epoch: float = 0.0) -> ObjectiveResult:
+    def __call__(self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0) -> ObjectiveResult:
         log_w, z, kl, log_px = self.log_weights(model, x)
         bound = torch.logsumexp(log_w, dim=0) - math.log(self.k)  # (B,)
         if self.estimator == "dreg":

@@ -370,6 +370,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     cfg = load_run_config(run_dir)
     epochs, evals = read_metrics(run_dir)
     last, ev = (epochs[-1] if epochs else {}), (evals[-1] if evals else {})
+    scored = [r for r in epochs if "test_elbo" in r]  # with eval_every > 1 not every epoch
     secs = [r["epoch_seconds"] for r in epochs if "epoch_seconds" in r]
     return {
         "run": str(run_dir),
@@ -379,7 +380,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "objective": _with_options(cfg.train.objective, cfg.train.objective_options),
         "latent_dim": cfg.model.latent_dim,
         "epochs": last.get("epoch"),
-        "test_elbo": last.get("test_elbo"),
+        "test_elbo": scored[-1]["test_elbo"] if scored else None,
         "log_likelihood": ev.get("log_likelihood"),
         "log_likelihood_se": ev.get("log_likelihood_se"),
         "iw": ev.get("iw"),

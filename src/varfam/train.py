@@ -21,12 +21,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import math
+import os
+import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -55,6 +58,7 @@ from .registry import OBJECTIVES
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import VAE
+    from .objectives import Objective
 
 __all__ = [
     "train",
@@ -223,6 +227,7 @@ def _train(
     objective = OBJECTIVES.build(cfg.objective, options=cfg.objective_options)
     optimizer = _adam(model, cfg.lr, device)
     step_module = dist.wrap(model, objective, ctx, device) if ctx.distributed else None
+    loss_of = _loss_function(model, objective, step_module, device, bf16, cfg.compile)
     # temperature annealing (relaxed discrete families and their prior): epoch in fractions
     annealed = [f for f in (getattr(model.family, "set_epoch", None),
                             getattr(model.prior, "set_epoch", None)) if f is not None]
@@ -281,11 +286,7 @@ def _train(
             t = epoch + j * bs / n
             for set_epoch in annealed:
                 set_epoch(t)
-            with autocast(device, bf16):
-                if step_module is None:
-                    loss = objective(model, x, epoch=t).loss
-                else:
-                    loss = step_module(x, weight, t)
+            loss = loss_of(x, weight, t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.skip_nonfinite and _nonfinite(loss, ctx):
@@ -323,29 +324,36 @@ def _train(
         }
         done = False
         if ctx.is_main:
-            test = _evaluate(model, test_src)
             record.update({
-                "test_elbo": test["elbo"],
-                "test_reconstruction": test["reconstruction"],
-                "test_kl": test["kl"],
                 "epoch_seconds": seconds,
                 "wall_time": wall,
                 "samples_per_s": n / seconds if seconds > 0 else float("nan"),
                 "skipped_batches": skipped,
                 "lr": optimizer.param_groups[0]["lr"],
             })
-            improved = True
+            improved = False
+            out_of_time = _out_of_time(cfg, elapsed0 + time.perf_counter() - clock)
+            # evaluate every eval_every epochs, and always after the last one
+            scored = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or out_of_time
+            if scored:
+                test = _evaluate(model, test_src)
+                record.update({"test_elbo": test["elbo"],
+                               "test_reconstruction": test["reconstruction"],
+                               "test_kl": test["kl"]})
+                improved = True
+                if val_src is not None:
+                    record["validation_elbo"] = _evaluate(model, val_src)["elbo"]
+                    improved = best.update(record["validation_elbo"], epoch + 1, model)
             if val_src is not None:
-                record["validation_elbo"] = _evaluate(model, val_src)["elbo"]
-                improved = best.update(record["validation_elbo"], epoch + 1, model)
                 record["best_epoch"] = best.epoch
             record["elapsed"] = elapsed0 + time.perf_counter() - clock
-            done = _finished(cfg, record["elapsed"], epoch + 1 - best.epoch)
+            done = out_of_time or (scored and _out_of_patience(cfg, epoch + 1 - best.epoch))
             result.history.append(record)
             if progress:
                 tqdm.write(
                     f"epoch {epoch + 1:3d}  train loss {record['train_loss']:9.3f}  "
-                    f"test ELBO {test['elbo']:9.3f}  {record['samples_per_s']:8.0f} ex/s"
+                    + (f"test ELBO {test['elbo']:9.3f}  " if scored else " " * 20)
+                    + f"{record['samples_per_s']:8.0f} ex/s"
                     + (f"  skipped {skipped}" if skipped else "")
                 )
             if run_dir is not None:
@@ -353,7 +361,7 @@ def _train(
                         "world_size": ctx.world_size, "history": result.history}
                 save_checkpoint(run_dir / CHECKPOINT, model, optimizer, {}, info)
                 _append_jsonl(run_dir / METRICS, record)
-                if improved:  # with a validation set: only the best weights so far
+                if improved:  # the evaluated weights; with a validation set only the best
                     save_model(model, run_dir)
         dist.barrier(ctx)
         if _max_over_ranks(int(done), ctx, device):  # time limit or early stopping
@@ -364,6 +372,56 @@ def _train(
     if ctx.is_main and val_src is not None:
         best.restore(model)
     return result
+
+
+LossFunction = Callable[[torch.Tensor, float, float], torch.Tensor]
+
+
+def _loss_function(
+    model: VAE,
+    objective: Objective,
+    step_module: torch.nn.Module | None,
+    device: torch.device,
+    bf16: bool,
+    compile: bool,
+) -> LossFunction:
+    """``loss_of(x, weight, epoch)``: the scalar training loss of one batch (share).
+
+    Under DDP the loss comes from ``step_module`` (``weight`` is the share's weight);
+    with ``compile`` the whole forward pass, and so its backward pass, is compiled by
+    ``torch.compile`` (one graph per batch shape: the full batch and the last one).
+    """
+
+    def loss_of(x: torch.Tensor, weight: float, epoch: float) -> torch.Tensor:
+        with autocast(device, bf16):
+            if step_module is None:
+                return objective(model, x, epoch=epoch).loss
+            return step_module(x, weight, epoch)
+
+    if not compile:
+        return loss_of
+    _check_compiler(device)
+    compiled = torch.compile(loss_of, dynamic=False)
+
+    def compiled_loss_of(x: torch.Tensor, weight: float, epoch: float) -> torch.Tensor:
+        # tensors, not Python numbers, so that a new epoch or share weight is no new graph
+        as_tensor = torch.tensor
+        return compiled(x, as_tensor(weight, dtype=torch.float64),
+                        as_tensor(epoch, dtype=torch.float64))
+
+    return compiled_loss_of
+
+
+def _check_compiler(device: torch.device) -> None:
+    """torch.compile's code generator needs Triton on a GPU, a C++ compiler on a CPU."""
+    if device.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            raise VarfamError("--compile on a GPU needs Triton (pip install triton)")
+    elif not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")):
+        raise VarfamError(
+            "--compile needs a C++ compiler (g++ or clang++; apt-get install g++), "
+            "or train without --compile"
+        )
 
 
 # -------------------------------------------------------------------- validation, schedule
@@ -426,10 +484,13 @@ def _set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int, elap
         group["lr"] = lr
 
 
-def _finished(cfg: TrainConfig, elapsed: float, epochs_since_best: int) -> bool:
-    """Whether the time limit has passed or early stopping's patience has run out."""
-    if cfg.time_limit is not None and elapsed >= 60.0 * cfg.time_limit:
-        return True
+def _out_of_time(cfg: TrainConfig, elapsed: float) -> bool:
+    """Whether the time limit (minutes) has passed after ``elapsed`` seconds."""
+    return cfg.time_limit is not None and elapsed >= 60.0 * cfg.time_limit
+
+
+def _out_of_patience(cfg: TrainConfig, epochs_since_best: int) -> bool:
+    """Whether early stopping's patience has run out."""
     return cfg.patience is not None and epochs_since_best >= cfg.patience
 
 

@@ -1,0 +1,96 @@
+"""``TrainConfig.compile``: the compiled training step computes the same loss and
+gradients as the eager one (fp32), compiles once per batch shape, and says what is
+missing when there is no compiler."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+import varfam
+from varfam import VAE, VarfamError, train
+from varfam.data import Dataset
+from varfam.objectives import Elbo, Iwae, Objective
+from varfam.train import _loss_function
+
+SMALL = dict(data_shape=(1, 8, 8), hidden=(32,), latent_dim=3)
+CPU = torch.device("cpu")
+
+pytestmark = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "clang++")), reason="no C++ compiler"
+)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return varfam.load_dataset("digits").limit(600)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _gradients(model: VAE, objective: Objective, compile: bool, epoch: float):
+    loss_of = _loss_function(model, objective, None, CPU, False, compile)
+    torch.manual_seed(3)
+    data = torch.Generator().manual_seed(4)
+    x = torch.bernoulli(torch.rand(16, *SMALL["data_shape"], generator=data))
+    model.zero_grad()
+    loss = loss_of(x, 1.0, epoch)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [Iwae(k=4, estimator="dreg"), Iwae(k=4, estimator="stl"), Elbo(warmup_epochs=2.0)],
+    ids=["iwae-dreg", "iwae-stl", "elbo-warmup"],
+)
+def test_the_compiled_step_has_the_eager_loss_and_gradients(objective: Objective) -> None:
+    torch.manual_seed(0)
+    model = VAE.build(**SMALL, prior="vamp", prior_options={"components": 5})
+    eager_loss, eager = _gradients(model, objective, False, 0.5)
+    compiled_loss, compiled = _gradients(model, objective, True, 0.5)
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-4)
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_warmup_weight_follows_the_epoch_without_recompiling() -> None:
+    torch.manual_seed(0)
+    model = VAE.build(**SMALL)
+    objective = Elbo(warmup_epochs=1.0)
+    losses = [_gradients(model, objective, True, e)[0] for e in (0.0, 0.25)]
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a new epoch: the same graph
+        losses += [_gradients(model, objective, True, e)[0] for e in (0.5, 1.0, 2.0)]
+    eager = [_gradients(model, objective, False, e)[0] for e in (0.0, 0.25, 0.5, 1.0, 2.0)]
+    torch.testing.assert_close(torch.stack(losses), torch.stack(eager), rtol=1e-5, atol=1e-4)
+    assert losses[0] < losses[2] < losses[3]  # the KL weight rises over the warm-up
+    torch.testing.assert_close(losses[3], losses[4])  # and stays at beta after it
+
+
+def test_compiled_training_matches_eager_training(digits: Dataset) -> None:
+    options = dict(epochs=2, batch_size=120, precision="fp32", seed=5,
+                   objective="iwae", objective_options={"k": 3, "estimator": "dreg"})
+    torch.manual_seed(11)
+    eager = train(VAE.build(**SMALL), digits, **options)
+    torch.manual_seed(11)
+    # 600 = 5 × 120: one batch shape, so after the first step nothing may recompile
+    with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
+        compiled = train(VAE.build(**SMALL), digits, compile=True, **options)
+    for a, b in zip(compiled.history, eager.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["test_elbo"] == pytest.approx(b["test_elbo"], rel=1e-4)
+
+
+def test_compile_without_a_compiler_says_what_to_install(
+    digits: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(VarfamError, match="C\\+\\+ compiler.*without --compile"):
+        train(VAE.build(**SMALL), digits, epochs=1, compile=True)
