@@ -253,12 +253,6 @@ def _train_config_from_args(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    # Subnormal floats (below 1.2e-38) take a slow path on x86 CPUs; they appear as a model
-    # grows confident (exp of very negative logits, their gradients). Flushing them to zero
-    # changes no density by a measurable amount. Set before torch starts its worker
-    # threads, so that every thread inherits it.
-    torch.set_flush_denormal(True)
-
     from .checkpoint import load_run_config
     from .distributed import launched_rank
     from .model import VAE
