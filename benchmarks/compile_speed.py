@@ -97,7 +97,8 @@ def render(rows: list[dict], batch: int) -> str:
         f"{torch.get_num_threads()} threads, batch {batch}, "
         f"{'bf16 autocast' if bf16_supported(CPU) else 'fp32'}. Median time of one training "
         "step (loss, backward, Adam) after warm-up; compilation = wall time of the first "
-        "compiled step.",
+        "compiled step, which is much shorter on a repeat: torch keeps compiled kernels in an "
+        "on-disk cache (`/tmp/torchinductor_$USER`), warm here for models trained earlier.",
         "",
         "| model | eager (ms/step) | compiled (ms/step) | speed-up | examples/s compiled "
         "| compilation (s) |",
