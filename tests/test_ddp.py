@@ -7,7 +7,9 @@ can be compared to float tolerance.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -121,3 +123,25 @@ def test_torchrun_trains_from_the_command_line(tmp_path: Path) -> None:
     assert proc.stdout.count("test ELBO") == 1  # only rank 0 prints
     assert len((out / "metrics.jsonl").read_text().splitlines()) >= 1
     assert (out / "model.safetensors").is_file() and (out / "samples.png").is_file()
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++")), reason="no C++ compiler")
+def test_torchrun_with_a_compiled_step_equals_the_eager_run(tmp_path: Path) -> None:
+    """--compile under DDP: the compiled step of each rank gives the eager run's numbers."""
+    history = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        out = tmp_path / name
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={WORLD}", "-m", "varfam", "train", "--data", "digits",
+            "--limit", "300", "--epochs", "2", "--hidden", "16", "--latent-dim", "2",
+            "--precision", "fp32", "--quiet", "--no-report", "--out", str(out), *extra,
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        history[name] = [json.loads(line) for line in lines]
+    for a, b in zip(history["compiled"], history["eager"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["test_elbo"] == pytest.approx(b["test_elbo"], rel=1e-4)
