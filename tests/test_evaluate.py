@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.distributions import Distribution, MultivariateNormal, Normal
 
 import varfam
+from _linear_gaussian import Identity, LinearDecoder
 from varfam.cli import main
 from varfam.errors import VarfamError
 from varfam.evaluate import (
@@ -42,27 +43,6 @@ class FixedGaussian(Likelihood):
 
     def forward(self, params: Tensor) -> Distribution:
         return self._event(Normal(params[:, 0], self.sigma))
-
-
-class Identity(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.feature_dim = dim
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x
-
-
-class LinearDecoder(nn.Module):
-    def __init__(self, w: Tensor, b: Tensor) -> None:
-        super().__init__()
-        self.linear = nn.Linear(w.shape[1], w.shape[0])
-        with torch.no_grad():
-            self.linear.weight.copy_(w)
-            self.linear.bias.copy_(b)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.linear(z).unsqueeze(1)  # (N, 1, X_DIM)
 
 
 def linear_gaussian(scale_factor: float = 1.5, dead: int | None = None, seed: int = 0):

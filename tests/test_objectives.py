@@ -28,10 +28,11 @@ import math
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.distributions import Distribution, MultivariateNormal, kl_divergence
 
 import varfam
+from _linear_gaussian import Identity, LinearDecoder
 from varfam.errors import VarfamError
 from varfam.model import VAE
 from varfam.objectives import Elbo, Iwae, kl_per_dimension, kl_term
@@ -54,29 +55,6 @@ class VAE64(VAE):
 
     def decode(self, z: Tensor) -> Distribution:
         return self.likelihood(self.decoder(z))
-
-
-class Identity(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.feature_dim = dim
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x
-
-
-class LinearDecoder(nn.Module):
-    """z (N, D) → loc (N, 1, X) = W z + b."""
-
-    def __init__(self, w: Tensor, b: Tensor) -> None:
-        super().__init__()
-        self.linear = nn.Linear(w.shape[1], w.shape[0]).to(DT)
-        with torch.no_grad():
-            self.linear.weight.copy_(w)
-            self.linear.bias.copy_(b)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.linear(z).unsqueeze(1)
 
 
 def posterior(w: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
