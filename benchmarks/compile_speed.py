@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from _doc_block import write_block
 from torch.distributions import Distribution
 
 from varfam import VAE, __version__
@@ -113,17 +114,6 @@ def render(rows: list[dict], batch: int) -> str:
     return "\n".join(lines)
 
 
-def write_doc(block: str) -> None:
-    text = DOC.read_text()
-    new = f"{BEGIN}\n{block}\n{END}"
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + new + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Compiled training steps\n\n" + new + "\n"
-    DOC.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=128)
@@ -134,7 +124,7 @@ def main() -> None:
     block = render(measure(args.batch, args.steps), args.batch)
     print(block)
     if not args.no_doc:
-        write_doc(block)
+        write_block(DOC, BEGIN, END, block, heading="## Compiled training steps")
         print(f"wrote {DOC.relative_to(ROOT)}")
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _doc_block import write_block
 
 from varfam.cli import main as varfam
 from varfam.registry import DATASETS, FAMILIES, OBJECTIVES, PRIORS
@@ -184,19 +185,6 @@ def comparisons(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def write_results(path: Path, body: str) -> None:
-    """Put ``body`` between the markers of ``path`` (appending the markers if absent)."""
-    text = path.read_text() if path.exists() else "# Results\n"
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--families", default="all",
@@ -259,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{', CUDA GPU' if torch.cuda.is_available() else ''}. "
         f"**Total wall time {wall / 60:.1f} min.**"
     )
-    write_results(Path(args.results), settings + "\n\n" + "\n\n".join(sections))
+    write_block(Path(args.results), BEGIN, END,
+                (settings + "\n\n" + "\n\n".join(sections)).rstrip(), title="# Results\n")
     print(f"wrote {args.results} in {wall:.0f} s", file=sys.stderr)
     return 0
 

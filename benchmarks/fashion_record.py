@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _doc_block import write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- fashion-record:begin -->", "<!-- fashion-record:end -->"
@@ -234,13 +235,8 @@ def write_doc(rows: list[dict[str, Any]], results: Path) -> None:
         "",
         "![test NLL against wall time](images/fashion_record_curve.png)",
     ]
-    text = results.read_text() if results.exists() else "# Results\n"
-    block = f"{BEGIN}\n" + "\n".join(body) + f"\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n## Fashion-MNIST density record\n\n" + block + "\n"
-    results.write_text(text)
+    write_block(results, BEGIN, END, "\n".join(body), heading="## Fashion-MNIST density record",
+                title="# Results\n")
 
 
 def main(argv: list[str] | None = None) -> int:

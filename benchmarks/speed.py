@@ -27,7 +27,6 @@ import json
 import math
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _doc_block import write_block
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
@@ -355,7 +355,7 @@ def fmt(v: float, digits: int = 0) -> str:
 
 def render(r: dict) -> str:
     flag = " --quick" if r["quick"] else ""
-    lines = [BEGIN, "", f"Measured by `python benchmarks/speed.py{flag}` on {r['machine']}, "
+    lines = ["", f"Measured by `python benchmarks/speed.py{flag}` on {r['machine']}, "
              f"torch {torch.__version__}, {r['threads']} threads, "
              f"{time.strftime('%Y-%m-%d')}.", ""]
     p = r["peak"]
@@ -412,16 +412,8 @@ def render(r: dict) -> str:
         else:
             lines.append(f"| {label} | {row['n']:,} | {fmt(row['maxrss_mb'])} | "
                          f"{fmt(row['rate'])} |")
-    lines += ["", END]
+    lines += [""]
     return "\n".join(lines)
-
-
-def write_doc(block: str) -> None:
-    text = DOC.read_text() if DOC.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    DOC.write_text(text)
 
 
 def cpu_name() -> str:
@@ -515,7 +507,7 @@ def main() -> None:
     block = render(r)
     print(block)
     if not args.no_doc:
-        write_doc(block)
+        write_block(DOC, BEGIN, END, block, title="# Performance\n")
         say(f"wrote {DOC}")
 
 

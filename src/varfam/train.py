@@ -405,9 +405,8 @@ def _loss_function(
 
     def compiled_loss_of(x: torch.Tensor, weight: float, epoch: float) -> torch.Tensor:
         # tensors, not Python numbers, so that a new epoch or share weight is no new graph
-        as_tensor = torch.tensor
-        return compiled(x, as_tensor(weight, dtype=torch.float64),
-                        as_tensor(epoch, dtype=torch.float64))
+        return compiled(x, torch.tensor(weight, dtype=torch.float64),
+                        torch.tensor(epoch, dtype=torch.float64))
 
     return compiled_loss_of
 
