@@ -4,9 +4,10 @@
     python benchmarks/compile_speed.py --no-doc   # print only
 
 For each model the same training step (bf16 autocast where the CPU has fast bf16,
-loss, backward, fused Adam) is timed eagerly and compiled, on random binary
-batches of 128 Fashion-MNIST-sized images, after warm-up steps; the compilation
-time is the wall time of the first compiled step. The step is built by
+loss, backward, fused Adam) is timed eagerly, compiled, and compiled with
+``max-autotune``, on random binary batches of 128 Fashion-MNIST-sized images,
+after warm-up steps; the compilation time is the wall time of the first
+compiled step. The step is built by
 ``varfam.train._loss_function``, exactly as ``varfam train`` builds it.
 """
 
@@ -43,7 +44,7 @@ MODELS = [
 ]
 
 
-def step_times(model: VAE, objective_name: str, options: dict, compile: bool,
+def step_times(model: VAE, objective_name: str, options: dict, compile: str | None,
                batch: int, steps: int, bf16: bool) -> tuple[float, float]:
     """(seconds of the first step, median seconds per step after warm-up)."""
     objective = OBJECTIVES.build(objective_name, options=options)
@@ -71,22 +72,25 @@ def step_times(model: VAE, objective_name: str, options: dict, compile: bool,
     return first, statistics.median(times)
 
 
+#: (column key, compile mode passed to ``_loss_function``)
+MODES = [("eager", None), ("compiled", "default"), ("autotuned", "max-autotune")]
+
+
 def measure(batch: int, steps: int) -> list[dict]:
     bf16 = bf16_supported(CPU)
     rows = []
     for label, arch, objective, options in MODELS:
         row = {"model": label}
-        for compile in (False, True):
+        for key, mode in MODES:
             torch._dynamo.reset()
             torch.manual_seed(0)
             model = VAE.build(data_shape=(1, 28, 28), **arch)
-            first, per_step = step_times(model, objective, options, compile, batch, steps, bf16)
-            key = "compiled" if compile else "eager"
+            first, per_step = step_times(model, objective, options, mode, batch, steps, bf16)
             row[key] = per_step
             row[key + "_first"] = first
         rows.append(row)
-        print(f"{label}: eager {row['eager'] * 1e3:.2f} ms, compiled {row['compiled'] * 1e3:.2f} "
-              f"ms ({row['eager'] / row['compiled']:.2f}x), compile {row['compiled_first']:.1f} s",
+        print(f"{label}: " + ", ".join(f"{k} {row[k] * 1e3:.2f} ms" for k, _ in MODES)
+              + f"; compile {row['compiled_first']:.1f} s, autotune {row['autotuned_first']:.1f} s",
               flush=True)
     return rows
 
@@ -97,19 +101,23 @@ def render(rows: list[dict], batch: int) -> str:
         f"varfam {__version__}, torch {torch.__version__}, {platform.machine()} with "
         f"{torch.get_num_threads()} threads, batch {batch}, "
         f"{'bf16 autocast' if bf16_supported(CPU) else 'fp32'}. Median time of one training "
-        "step (loss, backward, Adam) after warm-up; compilation = wall time of the first "
-        "compiled step, which is much shorter on a repeat: torch keeps compiled kernels in an "
-        "on-disk cache (`/tmp/torchinductor_$USER`), warm here for models trained earlier.",
+        "step (loss, backward, Adam) after warm-up: eager, `--compile`, and `--compile "
+        "--compile-mode max-autotune`; first step = wall time of the first compiled step "
+        "(compilation, and for max-autotune the kernel timings), which is much shorter on a "
+        "repeat: torch keeps compiled kernels and tuning results in an on-disk cache "
+        "(`/tmp/torchinductor_$USER`), warm here for models trained earlier.",
         "",
-        "| model | eager (ms/step) | compiled (ms/step) | speed-up | examples/s compiled "
-        "| compilation (s) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | eager (ms/step) | compiled (ms/step) | max-autotune (ms/step) | speed-up "
+        "compiled | speed-up max-autotune | examples/s max-autotune | first step compiled / "
+        "max-autotune (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['eager'] * 1e3:.2f} | {r['compiled'] * 1e3:.2f} | "
-            f"{r['eager'] / r['compiled']:.2f}× | {batch / r['compiled']:,.0f} | "
-            f"{r['compiled_first']:.1f} |"
+            f"{r['autotuned'] * 1e3:.2f} | {r['eager'] / r['compiled']:.2f}× | "
+            f"{r['eager'] / r['autotuned']:.2f}× | {batch / r['autotuned']:,.0f} | "
+            f"{r['compiled_first']:.1f} / {r['autotuned_first']:.1f} |"
         )
     return "\n".join(lines)
 

@@ -53,7 +53,7 @@ PUBLISHED = [
 
 #: Training settings recorded with each row (beside the model and the objective).
 TRAIN_KEYS = ("batch_size", "lr", "lr_schedule", "lr_final_ratio", "time_limit", "compile",
-              "eval_every")
+              "compile_mode", "eval_every", "ema")
 
 
 def train_run(config: Path, run: Path, time_limit: float | None, snapshot_every: float,
@@ -168,8 +168,11 @@ def describe(row: dict[str, Any]) -> str:
     t = row.get("train")  # rows before the training settings were recorded have none
     if t:
         parts += [f"batch {t['batch_size']}, lr {t['lr']:g} {t['lr_schedule']}"]
-        parts += [flag for flag, on in (("compiled", t["compile"]),
-                                        (f"eval every {t['eval_every']}", t["eval_every"] > 1))
+        mode = t.get("compile_mode", "default")
+        compiled = "compiled" + (f" ({mode})" if mode != "default" else "")
+        parts += [flag for flag, on in ((compiled, t["compile"]),
+                                        (f"eval every {t['eval_every']}", t["eval_every"] > 1),
+                                        (f"EMA {t.get('ema')}", t.get("ema") is not None))
                   if on]
     return ", ".join(parts)
 

@@ -35,7 +35,7 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _gradients(model: VAE, objective: Objective, compile: bool, epoch: float):
+def _gradients(model: VAE, objective: Objective, compile: str | None, epoch: float):
     loss_of = _loss_function(model, objective, None, CPU, False, compile)
     torch.manual_seed(3)
     data = torch.Generator().manual_seed(4)
@@ -54,10 +54,21 @@ def _gradients(model: VAE, objective: Objective, compile: bool, epoch: float):
 def test_the_compiled_step_has_the_eager_loss_and_gradients(objective: Objective) -> None:
     torch.manual_seed(0)
     model = VAE.build(**SMALL, prior="vamp", prior_options={"components": 5})
-    eager_loss, eager = _gradients(model, objective, False, 0.5)
-    compiled_loss, compiled = _gradients(model, objective, True, 0.5)
+    eager_loss, eager = _gradients(model, objective, None, 0.5)
+    compiled_loss, compiled = _gradients(model, objective, "default", 0.5)
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-4)
     for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_max_autotune_step_has_the_eager_loss_and_gradients() -> None:
+    torch.manual_seed(0)
+    model = VAE.build(**SMALL, prior="vamp", prior_options={"components": 5})
+    objective = Iwae(k=4, estimator="dreg")
+    eager_loss, eager = _gradients(model, objective, None, 0.5)
+    tuned_loss, tuned = _gradients(model, objective, "max-autotune", 0.5)
+    torch.testing.assert_close(tuned_loss, eager_loss, rtol=1e-5, atol=1e-4)
+    for a, b in zip(tuned, eager):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -65,10 +76,10 @@ def test_the_warmup_weight_follows_the_epoch_without_recompiling() -> None:
     torch.manual_seed(0)
     model = VAE.build(**SMALL)
     objective = Elbo(warmup_epochs=1.0)
-    losses = [_gradients(model, objective, True, e)[0] for e in (0.0, 0.25)]
+    losses = [_gradients(model, objective, "default", e)[0] for e in (0.0, 0.25)]
     with torch._dynamo.config.patch(error_on_recompile=True):  # a new epoch: the same graph
-        losses += [_gradients(model, objective, True, e)[0] for e in (0.5, 1.0, 2.0)]
-    eager = [_gradients(model, objective, False, e)[0] for e in (0.0, 0.25, 0.5, 1.0, 2.0)]
+        losses += [_gradients(model, objective, "default", e)[0] for e in (0.5, 1.0, 2.0)]
+    eager = [_gradients(model, objective, None, e)[0] for e in (0.0, 0.25, 0.5, 1.0, 2.0)]
     torch.testing.assert_close(torch.stack(losses), torch.stack(eager), rtol=1e-5, atol=1e-4)
     assert losses[0] < losses[2] < losses[3]  # the KL weight rises over the warm-up
     torch.testing.assert_close(losses[3], losses[4])  # and stays at beta after it

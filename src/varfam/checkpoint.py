@@ -167,9 +167,14 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     rng: dict[str, torch.Tensor],
     info: dict[str, Any],
+    average: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write weights, optimizer state, RNG states and ``info`` (JSON-able) to one file."""
+    """Write weights, optimizer state, RNG states and ``info`` (JSON-able) to one file.
+
+    ``average``: the state of a moving average of the weights, if training keeps one.
+    """
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"average.{k}": v for k, v in (average or {}).items()})
     opt = optimizer.state_dict()
     plain_state: dict[str, dict[str, Any]] = {}
     for idx, entry in opt["state"].items():
@@ -188,9 +193,17 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    average: Any = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Restore ``model`` (and ``optimizer``) from a checkpoint; return (rng states, info)."""
+    """Restore ``model`` (and ``optimizer``) from a checkpoint; return (rng states, info).
+
+    ``average`` (an object with ``load_state_dict``, e.g. a
+    :class:`varfam.averaging.WeightAverage`) receives the saved moving average of the
+    weights when the checkpoint has one; otherwise it is left as it is.
+    """
     path = Path(path)
     tensors, meta = _read_safetensors(path)
     try:
@@ -209,6 +222,9 @@ def load_checkpoint(
         for idx, entry in plain.items():
             state.setdefault(int(idx), {}).update(entry)
         optimizer.load_state_dict({"state": state, "param_groups": groups})
+    averaged = {k[8:]: v for k, v in tensors.items() if k.startswith("average.")}
+    if average is not None and averaged:
+        average.load_state_dict(averaged)
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
     return rng, info
 

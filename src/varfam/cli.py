@@ -145,12 +145,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="cosine schedule: final lr as a fraction of --lr (default 0)")
     g.add_argument("--time-limit", type=positive_float,
                    help="stop after the epoch in which this many minutes have passed")
+    g.add_argument("--ema", type=float, metavar="DECAY",
+                   help="evaluate and save an exponential moving average of the weights "
+                        "with this decay per step (e.g. 0.999)")
     g.add_argument("--out", help="run folder (default: runs/<dataset>-<family>-<time>)")
     g.add_argument("--config", help="TOML file with [model] and [train] sections")
     g.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
     g.add_argument("--compile", action="store_true", default=None,
                    help="compile the training step with torch.compile (faster for long runs; "
                         "10-20 s to compile)")
+    g.add_argument("--compile-mode", choices=["default", "max-autotune"],
+                   help="with --compile: max-autotune tries several kernels per matrix product "
+                        "and keeps the fastest (about a minute of tuning, then faster steps)")
     g.add_argument("--skip-nonfinite", action="store_true", default=None,
                    help="skip batches whose loss is nan/inf (counted in metrics.jsonl) "
                         "instead of stopping")
@@ -231,8 +237,8 @@ def _train_config_from_args(args: argparse.Namespace):
             setattr(m, name, getattr(args, name))
     for name in ("data", "data_dir", "data_key", "image_size", "binarize", "limit", "objective",
                  "epochs", "batch_size", "lr", "seed", "device", "precision", "skip_nonfinite",
-                 "compile", "eval_every", "validation", "patience", "lr_schedule", "lr_final_ratio",
-                 "time_limit"):
+                 "compile", "compile_mode", "eval_every", "validation", "patience", "lr_schedule",
+                 "lr_final_ratio", "time_limit", "ema"):
         if getattr(args, name) is not None:
             setattr(t, name, getattr(args, name))
     for flag, (section, key) in _PART_FLAGS.items():

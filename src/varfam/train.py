@@ -40,6 +40,7 @@ from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
 from . import distributed as dist
+from .averaging import WeightAverage
 from .batches import BatchSource, float_chunks, is_file_backed
 from .checkpoint import (
     CHECKPOINT,
@@ -226,8 +227,11 @@ def _train(
     n_batches = -(-n // bs)
     objective = OBJECTIVES.build(cfg.objective, options=cfg.objective_options)
     optimizer = _adam(model, cfg.lr, device)
+    # the moving average of the weights lives on rank 0, which evaluates and saves
+    average = WeightAverage(model, cfg.ema) if cfg.ema is not None and ctx.is_main else None
     step_module = dist.wrap(model, objective, ctx, device) if ctx.distributed else None
-    loss_of = _loss_function(model, objective, step_module, device, bf16, cfg.compile)
+    loss_of = _loss_function(model, objective, step_module, device, bf16,
+                             cfg.compile_mode if cfg.compile else None)
     # temperature annealing (relaxed discrete families and their prior): epoch in fractions
     annealed = [f for f in (getattr(model.family, "set_epoch", None),
                             getattr(model.prior, "set_epoch", None)) if f is not None]
@@ -238,7 +242,7 @@ def _train(
     best = _Best()
     if run_dir is not None and resume:
         start_epoch, start_batch, step, wall, partial = _restore(
-            run_dir, model, optimizer, cfg, ctx, result
+            run_dir, model, optimizer, cfg, ctx, result, average
         )
         best = _Best.from_history(result.history, run_dir, model)
     elif run_dir is not None and ctx.is_main:
@@ -294,6 +298,8 @@ def _train(
                 counted[j] = 0.0
             else:
                 optimizer.step()
+                if average is not None:
+                    average.update(model)
                 losses[j] = loss.detach()
             step += 1
             # ------------------------------------------------------------ checks
@@ -306,7 +312,7 @@ def _train(
                                            run_dir, ctx)
                 if stopping and not last:
                     seconds += time.perf_counter() - t0
-                    _stop(stop, run_dir, model, optimizer, ctx, result, gen, {
+                    _stop(stop, run_dir, model, optimizer, average, ctx, result, gen, {
                         "epoch": epoch, "batch": j + 1, "step": step, "wall_time": wall + seconds,
                         "seconds": seconds, "skipped": skipped,
                     }, losses, counted)
@@ -335,15 +341,17 @@ def _train(
             out_of_time = _out_of_time(cfg, elapsed0 + time.perf_counter() - clock)
             # evaluate every eval_every epochs, and always after the last one
             scored = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or out_of_time
+            # the weights evaluated, chosen and saved: the moving average when there is one
+            evaluated = average.model(model) if average is not None else model
             if scored:
-                test = _evaluate(model, test_src)
+                test = _evaluate(evaluated, test_src)
                 record.update({"test_elbo": test["elbo"],
                                "test_reconstruction": test["reconstruction"],
                                "test_kl": test["kl"]})
                 improved = True
                 if val_src is not None:
-                    record["validation_elbo"] = _evaluate(model, val_src)["elbo"]
-                    improved = best.update(record["validation_elbo"], epoch + 1, model)
+                    record["validation_elbo"] = _evaluate(evaluated, val_src)["elbo"]
+                    improved = best.update(record["validation_elbo"], epoch + 1, evaluated)
             if val_src is not None:
                 record["best_epoch"] = best.epoch
             record["elapsed"] = elapsed0 + time.perf_counter() - clock
@@ -359,10 +367,11 @@ def _train(
             if run_dir is not None:
                 info = {"epoch": epoch + 1, "batch": 0, "step": step, "wall_time": wall,
                         "world_size": ctx.world_size, "history": result.history}
-                save_checkpoint(run_dir / CHECKPOINT, model, optimizer, {}, info)
+                save_checkpoint(run_dir / CHECKPOINT, model, optimizer, {}, info,
+                                _average_state(average))
                 _append_jsonl(run_dir / METRICS, record)
                 if improved:  # the evaluated weights; with a validation set only the best
-                    save_model(model, run_dir)
+                    save_model(evaluated, run_dir)
         dist.barrier(ctx)
         if _max_over_ranks(int(done), ctx, device):  # time limit or early stopping
             break
@@ -371,6 +380,8 @@ def _train(
             raise _interrupted(signum, epoch + 1, 0, step, run_dir)
     if ctx.is_main and val_src is not None:
         best.restore(model)
+    elif average is not None:  # the returned model is the average, as evaluated and saved
+        model.load_state_dict(average.model(model).state_dict())
     return result
 
 
@@ -383,13 +394,14 @@ def _loss_function(
     step_module: torch.nn.Module | None,
     device: torch.device,
     bf16: bool,
-    compile: bool,
+    compile: str | None,
 ) -> LossFunction:
     """``loss_of(x, weight, epoch)``: the scalar training loss of one batch (share).
 
     Under DDP the loss comes from ``step_module`` (``weight`` is the share's weight);
-    with ``compile`` the whole forward pass, and so its backward pass, is compiled by
-    ``torch.compile`` (one graph per batch shape: the full batch and the last one).
+    with ``compile`` (a :data:`varfam.config.COMPILE_MODES` mode) the whole forward
+    pass, and so its backward pass, is compiled by ``torch.compile`` (one graph per
+    batch shape: the full batch and the last one).
     """
 
     def loss_of(x: torch.Tensor, weight: float, epoch: float) -> torch.Tensor:
@@ -401,7 +413,7 @@ def _loss_function(
     if not compile:
         return loss_of
     _check_compiler(device)
-    compiled = torch.compile(loss_of, dynamic=False)
+    compiled = torch.compile(loss_of, dynamic=False, options=_compile_options(compile, device))
 
     def compiled_loss_of(x: torch.Tensor, weight: float, epoch: float) -> torch.Tensor:
         # tensors, not Python numbers, so that a new epoch or share weight is no new graph
@@ -409,6 +421,14 @@ def _loss_function(
                         torch.tensor(epoch, dtype=torch.float64))
 
     return compiled_loss_of
+
+
+def _compile_options(mode: str, device: torch.device) -> dict[str, Any] | None:
+    """Inductor options of a compile mode (``max-autotune``: benchmark GEMM kernels)."""
+    if mode == "default":
+        return None
+    # on a CPU the generated code also calls its kernels from C++, not Python
+    return {"max_autotune": True, "cpp_wrapper": device.type == "cpu"}
 
 
 def _check_compiler(device: torch.device) -> None:
@@ -599,6 +619,7 @@ def _stop(
     run_dir: Path | None,
     model: VAE,
     optimizer: torch.optim.Optimizer,
+    average: WeightAverage | None,
     ctx: dist.Context,
     result: TrainResult,
     gen: torch.Generator,
@@ -616,7 +637,8 @@ def _stop(
         states.update({f"torch.{r}": s for r, s in enumerate(torch_states)})
         states.update({f"cuda.{r}": s for r, s in enumerate(cuda_states)})
         info = {**info, "world_size": ctx.world_size, "history": result.history}
-        save_checkpoint(run_dir / CHECKPOINT, model, optimizer, states, info)
+        save_checkpoint(run_dir / CHECKPOINT, model, optimizer, states, info,
+                        _average_state(average))
     dist.barrier(ctx)
     raise _interrupted(signum, info["epoch"], info["batch"], info["step"], run_dir)
 
@@ -628,6 +650,7 @@ def _restore(
     cfg: TrainConfig,
     ctx: dist.Context,
     result: TrainResult,
+    average: WeightAverage | None,
 ) -> tuple[int, int, int, float, dict[str, Any]]:
     """Load the checkpoint; return (epoch, batch, step, wall time, mid-epoch state)."""
     path = run_dir / CHECKPOINT
@@ -636,7 +659,7 @@ def _restore(
             f"{run_dir} has no {CHECKPOINT} to resume from (it stopped before saving any state); "
             "start the training again without --resume"
         )
-    states, info = load_checkpoint(path, model, optimizer)
+    states, info = load_checkpoint(path, model, optimizer, average)
     epoch, batch = int(info["epoch"]), int(info.get("batch", 0))
     if epoch >= cfg.epochs:
         raise VarfamError(
@@ -672,6 +695,10 @@ def _rewrite_metrics(run_dir: Path, history: list[dict[str, Any]], epoch: int) -
     logged = {r["epoch"] for r in lines if "kind" not in r}
     lines += [r for r in history if r["epoch"] not in logged]
     write_text_atomic(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in lines))
+
+
+def _average_state(average: WeightAverage | None) -> dict[str, torch.Tensor] | None:
+    return average.state_dict() if average is not None else None
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
