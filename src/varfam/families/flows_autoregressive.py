@@ -109,13 +109,27 @@ class IAFTransform(FlowTransform):
         return x, F.logsigmoid(s).sum(-1)
 
 
+class NetworkFlowFamily(FlowFamily):
+    """A flow family whose steps are small networks of width ``flow_hidden`` (IAF, Real NVP)."""
+
+    #: Narrower networks keep the contract tests' 360,000-point quadrature fast on
+    #: small CPUs; the mathematics checked there is the same at every width.
+    contract_options = {"flow_hidden": 32}
+
+    def __init__(
+        self, feature_dim: int, latent_dim: int, flow_steps: int, flow_hidden: int
+    ) -> None:
+        super().__init__(feature_dim, latent_dim, flow_steps)
+        self.flow_hidden = check_positive("flow_hidden", flow_hidden)
+
+
 @FAMILIES.register(
     "iaf",
     "diagonal Gaussian followed by K inverse autoregressive flow steps (MADE with context h)",
     "Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling 2016, "
     "Improved Variational Inference with Inverse Autoregressive Flow",
 )
-class InverseAutoregressiveFlow(FlowFamily):
+class InverseAutoregressiveFlow(NetworkFlowFamily):
     """K IAF steps, each a MADE over z with h as context; order reversed between steps.
 
     Options: ``flow_steps`` (K, default 4); ``flow_hidden``, the width of the MADE's
@@ -128,18 +142,14 @@ class InverseAutoregressiveFlow(FlowFamily):
     torch.Size([3])
     """
 
-    #: Narrower networks keep the contract tests' 360,000-point quadrature fast on
-    #: small CPUs; the mathematics checked there is the same at every width.
-    contract_options = {"flow_hidden": 32}
-
     def __init__(
         self, feature_dim: int, latent_dim: int, *, flow_steps: int = 4, flow_hidden: int = 128
     ) -> None:
-        super().__init__(feature_dim, latent_dim, flow_steps)
-        self.flow_hidden = check_positive("flow_hidden", flow_hidden)
+        super().__init__(feature_dim, latent_dim, flow_steps, flow_hidden)
         forward = torch.arange(latent_dim)
         self.steps = nn.ModuleList(
-            MADE(latent_dim, feature_dim, flow_hidden, forward if k % 2 == 0 else forward.flip(0))
+            MADE(latent_dim, feature_dim, self.flow_hidden,
+                 forward if k % 2 == 0 else forward.flip(0))
             for k in range(self.flow_steps)
         )
         with torch.no_grad():
@@ -196,7 +206,7 @@ class CouplingTransform(FlowTransform):
     "diagonal Gaussian followed by K affine coupling layers (Real NVP) with context h",
     "Dinh, Sohl-Dickstein & Bengio 2017, Density estimation using Real NVP",
 )
-class RealNVPFlow(FlowFamily):
+class RealNVPFlow(NetworkFlowFamily):
     """K affine coupling steps with alternating (even/odd coordinate) masks and h as context.
 
     Options: ``flow_steps`` (K, default 4); ``flow_hidden``, the width of each
@@ -209,22 +219,17 @@ class RealNVPFlow(FlowFamily):
     torch.Size([2, 4, 3])
     """
 
-    #: Narrower networks keep the contract tests' 360,000-point quadrature fast on
-    #: small CPUs; the mathematics checked there is the same at every width.
-    contract_options = {"flow_hidden": 32}
-
     def __init__(
         self, feature_dim: int, latent_dim: int, *, flow_steps: int = 4, flow_hidden: int = 128
     ) -> None:
-        super().__init__(feature_dim, latent_dim, flow_steps)
-        self.flow_hidden = check_positive("flow_hidden", flow_hidden)
+        super().__init__(feature_dim, latent_dim, flow_steps, flow_hidden)
         index = torch.arange(latent_dim)
         masks = [
             ((index + k) % 2 == 0).float() if latent_dim > 1 else torch.zeros(1)
             for k in range(self.flow_steps)
         ]
         self.steps = nn.ModuleList(
-            CouplingNet(latent_dim, feature_dim, flow_hidden, mask) for mask in masks
+            CouplingNet(latent_dim, feature_dim, self.flow_hidden, mask) for mask in masks
         )
 
     def transforms(self, h: Tensor) -> list[CouplingTransform]:
