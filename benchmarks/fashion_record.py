@@ -23,6 +23,7 @@ For each configuration (a TOML file for ``varfam train --config``) this script
     python benchmarks/fashion_record.py                                   # the record
     python benchmarks/fashion_record.py --configs configs/fashion-*.toml \\
         --time-limit 4 --iw 1000 --tag ablation                           # the ablation
+    python benchmarks/fashion_record.py --render     # re-render docs from the stored rows
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ def describe(row: dict[str, Any]) -> str:
                                  else "")]
     t = row.get("train")  # rows before the training settings were recorded have none
     if t:
-        parts += [f"batch {t['batch_size']}, lr {t['lr']:g} {t['lr_schedule']}"]
+        decay = f" to {t['lr_final_ratio']:g}×" if t["lr_schedule"] == "cosine" else ""
+        parts += [f"batch {t['batch_size']}, lr {t['lr']:g} {t['lr_schedule']}{decay}"]
         mode = t.get("compile_mode", "default")
         compiled = "compiled" + (f" ({mode})" if mode != "default" else "")
         parts += [flag for flag, on in ((compiled, t["compile"]),
@@ -254,12 +256,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="record")
     p.add_argument("--reuse", action="store_true",
                    help="measure runs already in --runs-dir instead of training them again")
+    p.add_argument("--render", action="store_true",
+                   help="only rewrite the docs block and the curve from --store (no training)")
     p.add_argument("--runs-dir", default=str(ROOT / "runs/fashion-record"))
     p.add_argument("--store", default=str(ROOT / "docs/fashion_record.jsonl"))
     p.add_argument("--results", default=str(ROOT / "docs/results.md"))
     p.add_argument("--plot", default=str(ROOT / "docs/images/fashion_record_curve.png"))
     args = p.parse_args(argv)
     store = Path(args.store)
+    if args.render:
+        rows = [json.loads(s) for s in store.read_text().splitlines() if s.strip()]
+        write_doc(rows, Path(args.results))
+        plot_curves(rows, Path(args.plot))
+        return 0
     for config in args.configs:
         row = measure(Path(config).resolve(), args)
         with store.open("a") as f:

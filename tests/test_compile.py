@@ -105,3 +105,10 @@ def test_compile_without_a_compiler_says_what_to_install(
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(VarfamError, match="C\\+\\+ compiler.*without --compile"):
         train(VAE.build(**SMALL), digits, epochs=1, compile=True)
+
+
+def test_an_unknown_compile_mode_is_refused() -> None:
+    from varfam.config import TrainConfig
+
+    with pytest.raises(VarfamError, match="compile_mode must be default or max-autotune"):
+        TrainConfig(compile=True, compile_mode="fastest")
