@@ -244,6 +244,13 @@ def write_doc(rows: list[dict[str, Any]], results: Path) -> None:
                 title="# Results\n")
 
 
+def render(store: Path, args: argparse.Namespace) -> None:
+    """Rewrite the docs block and the curve plot from every row in ``store``."""
+    rows = [json.loads(s) for s in store.read_text().splitlines() if s.strip()]
+    write_doc(rows, Path(args.results))
+    plot_curves(rows, Path(args.plot))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=[str(ROOT / "configs/fashion-record.toml")])
@@ -265,9 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     store = Path(args.store)
     if args.render:
-        rows = [json.loads(s) for s in store.read_text().splitlines() if s.strip()]
-        write_doc(rows, Path(args.results))
-        plot_curves(rows, Path(args.plot))
+        render(store, args)
         return 0
     for config in args.configs:
         row = measure(Path(config).resolve(), args)
@@ -276,9 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         t = row["test"]
         print(f"{config}: test NLL {t['nll']:.2f} ± {t['nll_se']:.2f} nats "
               f"({row['wall_s'] / 60:.1f} min, {row['epochs']} epochs)", flush=True)
-        rows = [json.loads(s) for s in store.read_text().splitlines() if s.strip()]
-        write_doc(rows, Path(args.results))
-        plot_curves(rows, Path(args.plot))
+        render(store, args)
     return 0
 
 
