@@ -36,6 +36,7 @@ from torch.distributions import kl_divergence
 
 import varfam  # noqa: F401  (registers every built-in part)
 from varfam.checkpoint import load_model, save_model
+from varfam.objectives import stop_gradient_log_prob
 from varfam.registry import FAMILIES, PRIORS
 
 FEATURES = 6
@@ -105,6 +106,25 @@ def test_rsample_gradients_reach_every_parameter(name: str) -> None:
         assert p.grad is not None, f"{name}.{pname} gets no gradient from rsample/log_prob"
         assert torch.isfinite(p.grad).all(), f"{name}.{pname} has a non-finite gradient"
         assert p.grad.abs().sum() > 0, f"{name}.{pname} has an all-zero gradient"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stop_gradient_log_prob_reaches_only_z(name: str) -> None:
+    """STL and DReG score z under q with stop-gradient parameters: same value, no ∇θ.
+
+    Families whose distribution runs a network lazily inside ``log_prob`` (IAF, Real
+    NVP, the hierarchical family) once leaked parameter gradients here.
+    """
+    family = build(name)
+    h = features(5)
+    q = family(h)
+    z = q.rsample((3,)).detach().requires_grad_()
+    log_q = stop_gradient_log_prob(family, h, z)
+    torch.testing.assert_close(log_q, q.log_prob(z), rtol=0, atol=0)
+    log_q.sum().backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    leaked = [n for n, p in family.named_parameters() if p.grad is not None]
+    assert not leaked, f"{name}: stop-gradient log q still reaches {leaked}"
 
 
 # ------------------------------------------------------------------ normalization

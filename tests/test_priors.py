@@ -1,11 +1,12 @@
 """Priors p(z): the contract, normalization, sampling vs density, and the VampPrior's mixture.
 
-Each built-in prior (``standard``, ``learned``, ``mog``, ``vamp``, ``flow``), with its
-parameters moved away from their initial values, is checked in float64 for:
-shapes of ``log_prob``/``sample`` (batch (), event (D,)); gradients reaching every
-parameter; the density integrating to one on a 2-D grid (latent_dim = 2); and
-Monte Carlo moments of ``sample`` agreeing with the moments of ``log_prob``
-computed by quadrature (so ``sample`` draws from the density ``log_prob`` states).
+Each built-in prior (``standard``, ``learned``, ``mog``, ``vamp``, ``flow``, and
+``hierarchical`` with a VampPrior on top), with its parameters moved away from their
+initial values, is checked in float64 for: shapes of ``log_prob``/``sample`` (batch (),
+event (D,)); gradients reaching every parameter; the density integrating to one on a
+2-D grid (latent_dim = 2); and Monte Carlo moments of ``sample`` agreeing with the
+moments of ``log_prob`` computed by quadrature (so ``sample`` draws from the density
+``log_prob`` states).
 The VampPrior is also checked against the explicit ``logsumexp_k log q(z|u_k) -
 log K``, its samples against its components (far from N(0, I)), and gradients
 reaching the pseudo-inputs. Save/load through safetensors keeps every prior.
@@ -27,10 +28,12 @@ from varfam.priors import Prior, VampPrior
 from varfam.registry import PRIORS
 
 DT = torch.float64
-MINE = ["standard", "learned", "mog", "vamp", "flow"]
+MINE = ["standard", "learned", "mog", "vamp", "flow", "hierarchical"]
 DATA_SHAPE = (1, 3, 3)
-SMALL = {"vamp": {"components": 4}, "mog": {"components": 3}, "flow": {"flow_steps": 2,
-                                                                           "hidden": 16}}
+SMALL = {"vamp": {"components": 4}, "mog": {"components": 3},
+         "flow": {"flow_steps": 2, "hidden": 16},
+         # two layers of one dimension each, a VampPrior on the top one
+         "hierarchical": {"hidden": 8, "top_prior": "vamp", "top_prior_options": {"components": 3}}}
 
 
 class TinyEncoder(nn.Module):
@@ -86,7 +89,7 @@ def test_gradients_reach_every_parameter(name: str) -> None:
     assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
     for pname, param in prior.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, pname
-    if name == "vamp":  # the prior is defined through the encoder: it is trained by it too
+    if name in ("vamp", "hierarchical"):  # a prior defined through the encoder trains it too
         assert encoder.family.loc.weight.grad.abs().sum() > 0
 
 

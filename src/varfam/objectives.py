@@ -37,7 +37,8 @@ __all__ = [
     "Iwae",
     "kl_term",
     "kl_per_dimension",
-    "stop_gradient_posterior",
+    "stop_gradient_log_prob",
+    "log_prob_module",
     "ESTIMATORS",
 ]
 
@@ -84,16 +85,44 @@ def kl_per_dimension(q: Distribution, p: Distribution) -> Tensor | None:
         return None
 
 
-def stop_gradient_posterior(family: nn.Module, h: Tensor) -> Distribution:
-    """q(z|x) rebuilt from ``family`` with every parameter and the features ``h`` detached.
+class _LogProbAt(nn.Module):
+    """``family(h).log_prob(z)`` as one module call (see :func:`stop_gradient_log_prob`)."""
 
-    ``q_sg.log_prob(z)`` has the value of ``q.log_prob(z)`` but no gradient with
-    respect to the inference network's parameters, only through ``z``: the
-    "stop-gradient" density of STL and DReG. Works for any family (flows and
-    mixtures included) through ``torch.func.functional_call``.
+    def __init__(self, family: nn.Module) -> None:
+        super().__init__()
+        self.family = family
+
+    def forward(self, h: Tensor, z: Tensor) -> Tensor:
+        return self.family(h).log_prob(z)
+
+
+def stop_gradient_log_prob(family: nn.Module, h: Tensor, z: Tensor) -> Tensor:
+    """log q(z|x) with every parameter of ``family`` and the features ``h`` detached.
+
+    The value is ``family(h).log_prob(z)``, shape ``z.shape[:-1]``, in nats, but the
+    gradient reaches only ``z``, not the inference network's parameters: the
+    "stop-gradient" density of STL and DReG. Works for any family through
+    ``torch.func.functional_call``. The parameters are swapped for the detached ones
+    during the whole of building q *and* scoring z, because families whose
+    distribution calls a network lazily (IAF, Real NVP, the hierarchical family) read
+    their parameters inside ``log_prob``, after ``forward`` has returned.
     """
-    params = {name: p.detach() for name, p in family.named_parameters()}
-    return functional_call(family, params, (h.detach(),))
+    params = {f"family.{name}": p.detach() for name, p in family.named_parameters()}
+    return functional_call(log_prob_module(family), params, (h.detach(), z))
+
+
+def log_prob_module(family: nn.Module) -> nn.Module:
+    """The module computing ``family(h).log_prob(z)``, made once per family and kept on it.
+
+    :class:`~varfam.families.base.Family` makes it when it is built, so a compiled
+    training step never creates a module (which would break its graph). It is kept
+    outside the module tree: not a submodule, not in ``state_dict``.
+    """
+    wrapper = family.__dict__.get("_log_prob_at")
+    if wrapper is None:
+        wrapper = _LogProbAt(family)
+        object.__setattr__(family, "_log_prob_at", wrapper)
+    return wrapper
 
 
 @dataclass
@@ -208,7 +237,7 @@ class Iwae(Objective):
     - ``"plain"``: the gradient of L_k itself, Σ_i w̃_i ∇ log w_i, including the
       score term ∇_φ log q(z_i|x) whose variance grows as the posterior is fitted.
     - ``"stl"`` (sticking the landing, Roeder et al. 2017): ``log q`` is evaluated
-      with stop-gradient parameters (:func:`stop_gradient_posterior`), so only
+      with stop-gradient parameters (:func:`stop_gradient_log_prob`), so only
       the path through z remains. Unbiased for k = 1 (where it has zero variance
       at the exact posterior); for k > 1 it is biased (Tucker et al. 2018),
       which DReG corrects.
@@ -246,7 +275,7 @@ class Iwae(Objective):
             if self.estimator == "plain":
                 log_q = q.log_prob(z)
             else:
-                log_q = stop_gradient_posterior(model.family, h).log_prob(z)
+                log_q = stop_gradient_log_prob(model.family, h, z)
             p = model.prior_distribution()
             log_pz = p.log_prob(z)
         log_px = model.log_likelihood(x, z)

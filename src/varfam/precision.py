@@ -15,7 +15,9 @@ import torch
 
 from .errors import VarfamError
 
-__all__ = ["resolve_device", "bf16_supported", "use_bf16", "autocast", "fp32"]
+__all__ = [
+    "resolve_device", "bf16_supported", "use_bf16", "autocast", "fp32", "network_precision"
+]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -55,11 +57,37 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+#: Device types whose autocast :func:`fp32` has suspended, innermost last (see
+#: :func:`network_precision`).
+_suspended: list[str] = []
+
+
 @contextlib.contextmanager
 def fp32(device_type: str) -> Iterator[None]:
     """Suspend autocast (if active) so that densities are computed in fp32."""
     if torch.is_autocast_enabled(device_type):
-        with torch.autocast(device_type=device_type, enabled=False):
+        _suspended.append(device_type)
+        try:
+            with torch.autocast(device_type=device_type, enabled=False):
+                yield
+        finally:
+            _suspended.pop()
+    else:
+        yield
+
+
+@contextlib.contextmanager
+def network_precision(device_type: str) -> Iterator[None]:
+    """Inside :func:`fp32`, resume the bf16 autocast it suspended; elsewhere a no-op.
+
+    For networks that a distribution runs while it is built or scored (the conditional
+    layer of the hierarchical family and prior): their matrix products then run in
+    bf16 during bf16 training, like the encoder's and decoder's, while evaluation,
+    which never autocasts, stays in fp32. Their outputs should be cast back to fp32
+    before they parameterize a density.
+    """
+    if _suspended and _suspended[-1] == device_type:
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
             yield
     else:
         yield

@@ -19,6 +19,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from ..objectives import log_prob_module
+
 __all__ = ["Family"]
 
 
@@ -45,6 +47,7 @@ class Family(nn.Module):
             raise ValueError("latent_dim must be at least 1")
         self.feature_dim = feature_dim
         self.latent_dim = latent_dim
+        log_prob_module(self)  # the stop-gradient scorer of STL/DReG, made outside any trace
 
     def forward(self, h: Tensor) -> Distribution:  # pragma: no cover - abstract
         raise NotImplementedError
