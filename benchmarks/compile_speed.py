@@ -39,6 +39,11 @@ MODELS = [
     ("record: gated-mlp 300,300, D=40, diagonal, vamp(100), iwae(k=5, dreg)",
      dict(arch="gated-mlp", hidden=(300, 300), latent_dim=40, prior="vamp",
           prior_options={"components": 100}), "iwae", {"k": 5, "estimator": "dreg"}),
+    ("HVAE: gated-mlp 300,300, D=40+40, hierarchical, vamp(100) on top, iwae(k=5, dreg)",
+     dict(arch="gated-mlp", hidden=(300, 300), latent_dim=80, family="hierarchical",
+          family_options={"top": 40}, prior="hierarchical",
+          prior_options={"top": 40, "top_prior": "vamp", "top_prior_options": {"components": 100}}),
+     "iwae", {"k": 5, "estimator": "dreg"}),
     ("gated-mlp 300,300, D=40, iaf, standard, elbo",
      dict(arch="gated-mlp", hidden=(300, 300), latent_dim=40, family="iaf"), "elbo", {}),
 ]

@@ -11,6 +11,7 @@ every shipped config builds, and an IWAE-trained hierarchical VAE learns.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -203,3 +204,26 @@ def test_an_iwae_dreg_trained_hierarchical_vae_learns() -> None:
     still = [n for n, p in model.named_parameters() if torch.equal(p, start[n])]
     assert not still, still
     assert isinstance(model.encode(x[:2]), TwoLevelGaussian)
+
+
+def test_the_cli_trains_and_evaluates_a_hierarchical_vae(tmp_path: Path, capsys) -> None:
+    """The README's command on digits: the family's natural prior with a VampPrior on top,
+    the pictures, and an importance-sampled log-likelihood above the ELBO."""
+    from varfam.cli import main
+
+    out = tmp_path / "hvae"
+    argv = ["train", "--data", "digits", "--limit", "300", "--epochs", "2", "--hidden", "32",
+            "--family", "hierarchical", "--latent-dim", "4", "--prior-option", "top_prior=vamp",
+            "--prior-option", 'top_prior_options={"components": 5}', "--objective", "iwae",
+            "--estimator", "dreg", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    model = json.loads((out / "config.json").read_text())["model"]
+    assert model["prior"] == "hierarchical"
+    assert model["prior_options"] == {"top": 2, "top_prior": "vamp",
+                                      "top_prior_options": {"components": 5}}
+    for picture in ("samples.png", "reconstructions.png", "latent.png", "interpolation.png"):
+        assert (out / picture).is_file(), picture
+    capsys.readouterr()
+    assert main(["eval", str(out), "--iw", "50", "--limit", "100", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["log_likelihood"] > result["elbo"]

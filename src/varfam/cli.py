@@ -156,8 +156,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "10-20 s to compile)")
     g.add_argument("--compile-mode", choices=["default", "max-autotune"],
                    help="with --compile: max-autotune times several kernels per matrix product "
-                        "and keeps the fastest (1.1x for the textbook MLP on the development "
-                        "CPU, no gain for gated MLPs; see docs/performance.md)")
+                        "and keeps the fastest (no consistent gain on the development CPU; "
+                        "see docs/performance.md)")
     g.add_argument("--skip-nonfinite", action="store_true", default=None,
                    help="skip batches whose loss is nan/inf (counted in metrics.jsonl) "
                         "instead of stopping")

@@ -7,7 +7,8 @@ Every prior is built as ``Prior(latent_dim, data_shape, **options)`` and its
 priors defined through the encoder (the VampPrior) use it.
 
 Built in: ``standard`` N(0, I), ``learned`` (diagonal Gaussian), ``mog`` (mixture of
-Gaussians), ``vamp`` (VampPrior) and ``flow`` (masked autoregressive flow). Every
+Gaussians), ``vamp`` (VampPrior), ``flow`` (masked autoregressive flow) and
+``hierarchical`` (two layers, any of these on the top one). Every
 module of this package is imported here, so a new prior is one new file with a
 ``@PRIORS.register(...)`` class (or a class in a family module, for priors that
 belong to one kind of latent space).
