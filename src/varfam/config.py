@@ -79,8 +79,8 @@ class TrainConfig:
     #: How ``compile`` compiles: ``default``, or ``max-autotune``, which times several
     #: matrix-product kernels for each product and picks the fastest (and, on a CPU,
     #: calls the kernels from generated C++ rather than Python). Measured on the 2-core
-    #: development CPU: 1.1× over ``default`` for the textbook MLP, no gain for the
-    #: gated MLPs (docs/performance.md); the tuning is cached on disk.
+    #: development CPU: no consistent gain over ``default`` (docs/performance.md); the
+    #: tuning is cached on disk.
     compile_mode: str = "default"
     #: Hold out the last N training examples as a validation set (binarized once,
     #: like the test set); ``model.safetensors`` then keeps the best-validation weights.

@@ -31,6 +31,7 @@ from ..families.hierarchical import (
 )
 from ..registry import PRIORS
 from .base import Encode, Prior
+from .vamp import diagonal_normal_params
 
 __all__ = ["HierarchicalPrior", "top_marginal"]
 
@@ -49,13 +50,10 @@ def top_marginal(q: Distribution, top: int) -> Distribution:
                 f"has {q.top_dim}; give both the same option top"
             )
         return q.top
-    if (
-        isinstance(q, Independent)
-        and isinstance(q.base_dist, Normal)
-        and q.reinterpreted_batch_ndims == 1
-    ):
-        base = q.base_dist
-        return Independent(Normal(base.loc[..., :top], base.scale[..., :top]), 1)
+    diagonal = diagonal_normal_params(q)
+    if diagonal is not None:
+        loc, scale = diagonal
+        return Independent(Normal(loc[..., :top], scale[..., :top]), 1)
     raise VarfamError(
         f"hierarchical prior: the marginal of the top layer is not known for "
         f"{type(q).__name__}; use the hierarchical or diagonal family with this top prior"

@@ -38,7 +38,7 @@ from ..errors import VarfamError
 from ..registry import PRIORS
 from .base import Encode, Prior, positive_int
 
-__all__ = ["VampPrior", "VampMixture"]
+__all__ = ["VampPrior", "VampMixture", "diagonal_normal_params"]
 
 _SUPPORTS = ("unit", "real")
 
@@ -63,7 +63,7 @@ class VampMixture(MixtureSameFamily):
 
     def log_prob(self, value: Tensor) -> Tensor:
         k, event = self._num_component, self.event_shape
-        diagonal = _diagonal_normal(self.component_distribution)
+        diagonal = diagonal_normal_params(self.component_distribution)
         if diagonal is not None:
             log_q = _diagonal_normal_log_prob_matrix(value, *diagonal)
             return torch.logsumexp(log_q, dim=-1) - math.log(k)
@@ -73,7 +73,7 @@ class VampMixture(MixtureSameFamily):
         return torch.logsumexp(log_q, dim=-1) - math.log(k)
 
 
-def _diagonal_normal(d: Distribution) -> tuple[Tensor, Tensor] | None:
+def diagonal_normal_params(d: Distribution) -> tuple[Tensor, Tensor] | None:
     """(loc, scale), each (K, D), when ``d`` is ``Independent(Normal, 1)``; else ``None``."""
     if (
         isinstance(d, Independent)
