@@ -44,6 +44,11 @@ MODELS = [
           family_options={"top": 40}, prior="hierarchical",
           prior_options={"top": 40, "top_prior": "vamp", "top_prior_options": {"components": 100}}),
      "iwae", {"k": 5, "estimator": "dreg"}),
+    ("record + autoregressive-bernoulli (7×7 window, 8 units), iwae(k=5, dreg)",
+     dict(arch="gated-mlp", hidden=(300, 300), latent_dim=40, prior="vamp",
+          prior_options={"components": 100}, likelihood="autoregressive-bernoulli",
+          likelihood_options={"kernel": 7, "width": 8}),
+     "iwae", {"k": 5, "estimator": "dreg"}),
     ("gated-mlp 300,300, D=40, iaf, standard, elbo",
      dict(arch="gated-mlp", hidden=(300, 300), latent_dim=40, family="iaf"), "elbo", {}),
 ]

@@ -77,14 +77,28 @@ def test_the_hierarchical_vae_compiles_to_the_eager_loss_and_gradients() -> None
     _assert_compiled_step_is_eager(model, objective, "default")
 
 
-@pytest.mark.parametrize("family", ["diagonal", "realnvp", "hierarchical"])
-def test_the_bf16_dreg_step_is_one_graph(family: str) -> None:
+def test_the_autoregressive_likelihood_compiles_to_the_eager_loss_and_gradients() -> None:
+    torch.manual_seed(0)
+    model = VAE.build(**SMALL, prior="vamp", prior_options={"components": 5},
+                      likelihood="autoregressive-bernoulli",
+                      likelihood_options={"kernel": 3, "width": 4})
+    with torch.no_grad():  # the context's last layer starts at zero: give every layer a gradient
+        model.likelihood.context.out.weight.normal_(0.0, 0.5)
+    _assert_compiled_step_is_eager(model, Iwae(k=4, estimator="dreg"), "default")
+
+
+@pytest.mark.parametrize(("family", "likelihood"), [
+    ("diagonal", "bernoulli"), ("realnvp", "bernoulli"), ("hierarchical", "bernoulli"),
+    ("diagonal", "autoregressive-bernoulli"),
+])
+def test_the_bf16_dreg_step_is_one_graph(family: str, likelihood: str) -> None:
     """No graph break in the step a compiled record run takes (bf16 autocast, DReG, a
     VampPrior): a break splits the step into pieces and loses most of the speed-up."""
     prior = {"prior": "vamp", "prior_options": {"components": 5}}
     if family == "hierarchical":
         prior = {"prior_options": {"top_prior": "vamp", "top_prior_options": {"components": 5}}}
-    model = VAE.build(data_shape=(1, 8, 8), hidden=(32,), latent_dim=4, family=family, **prior)
+    model = VAE.build(data_shape=(1, 8, 8), hidden=(32,), latent_dim=4, family=family,
+                      likelihood=likelihood, **prior)
     objective = Iwae(k=4, estimator="dreg")
 
     def step(x: torch.Tensor) -> torch.Tensor:

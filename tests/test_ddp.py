@@ -1,5 +1,9 @@
 """Data-parallel training on CPU (gloo): two processes equal one with the same global batch.
 
+The model's likelihood has a context that joins training in the second epoch, so
+the runs also check that the set of trained parameters may change part-way (and
+across a resume).
+
 The family here is the diagonal Gaussian with a noiseless ``rsample`` (z = mean),
 so that the loss is a deterministic function of the weights and the two runs
 can be compared to float tolerance.
@@ -44,8 +48,12 @@ class _MeanFamily(DiagonalGaussian):
 
 
 def _model() -> VAE:
+    """A small VAE whose likelihood's context joins training half-way (``start = 0.5``): the
+    second epoch trains parameters the first left out, so the DDP wrapper must be rebuilt."""
     torch.manual_seed(21)
-    model = VAE.build(data_shape=(1, 8, 8), hidden=(24,), latent_dim=3)
+    model = VAE.build(data_shape=(1, 8, 8), hidden=(24,), latent_dim=3,
+                      likelihood="autoregressive-bernoulli",
+                      likelihood_options={"kernel": 3, "width": 4, "start": 0.5})
     family = _MeanFamily(24, 3)
     family.load_state_dict(model.family.state_dict())
     model.family = family
@@ -100,6 +108,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path) -> N
         assert weights.keys() == expected.keys()
         for k, v in expected.items():
             torch.testing.assert_close(weights[k], v, rtol=1e-4, atol=1e-5, msg=k)
+    assert expected["likelihood.context.out.weight"].abs().sum() > 0  # the context trained
     import json
 
     lines = [json.loads(s) for s in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]

@@ -53,8 +53,11 @@ CASES = [
     ("discretized-logistic", {}),
     ("discretized-logistic", {"components": 1}),
     ("categorical", {}),
+    ("autoregressive-bernoulli", {"kernel": 3, "width": 4}),
+    ("autoregressive-bernoulli", {"kernel": 3, "width": 0}),
 ]
-UNIT_RANGE = {"bernoulli", "continuous-bernoulli", "discretized-logistic", "categorical"}
+UNIT_RANGE = {"bernoulli", "continuous-bernoulli", "discretized-logistic", "categorical",
+              "autoregressive-bernoulli"}
 
 
 def build(name: str, options: dict | None = None, shape: tuple[int, ...] = SHAPE):
@@ -76,7 +79,8 @@ def test_registry_names_and_flags() -> None:
     names = set(LIKELIHOODS.names())
     assert {n for n, _ in CASES} <= names
     discrete = {n for n in names if LIKELIHOODS.get(n).discrete}
-    assert {"bernoulli", "discretized-logistic", "categorical"} <= discrete
+    assert {"bernoulli", "discretized-logistic", "categorical",
+            "autoregressive-bernoulli"} <= discrete
     assert not {"continuous-bernoulli", "gaussian", "laplace"} & discrete
     for entry in LIKELIHOODS:
         assert entry.description, entry.name

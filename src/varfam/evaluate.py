@@ -170,6 +170,8 @@ def _importance_sampling(model: VAE, x: Tensor, k: int, batch_size: int | None,
         b, kc = _chunks(model, n, k, batch_size, k_chunk, memory_mb)
         p = model.prior_distribution()
         q = model.encode(x)  # batch (N,)
+        # what the likelihood computes from x alone, once per block rather than per sample
+        observed = [model.observe(x[i : i + b]) for i in range(0, n, b)]
         lse = torch.full((n,), -math.inf, dtype=torch.float64, device=x.device)
         total = torch.zeros(n, dtype=torch.float64, device=x.device)
         done = 0
@@ -182,8 +184,9 @@ def _importance_sampling(model: VAE, x: Tensor, k: int, batch_size: int | None,
                 zs.append(z)
             z = torch.stack(zs)  # (m, N, D)
             log_w = torch.stack(lws).float()  # (m, N)
-            for i in range(0, n, b):
-                log_w[:, i : i + b] += model.log_likelihood(x[i : i + b], z[:, i : i + b])
+            for j, i in enumerate(range(0, n, b)):
+                log_w[:, i : i + b] += model.log_likelihood(x[i : i + b], z[:, i : i + b],
+                                                            observed[j])
             log_w = log_w.double()
             lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
             total += log_w.sum(0)

@@ -127,10 +127,27 @@ class VAE(nn.Module):
         with fp32(self.device.type):
             return self.prior(self.encode)
 
-    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
-        """log p(x|z) in nats for ``z`` of shape (..., B, D) → (..., B); decodes all at once."""
+    def observe(self, x: Tensor) -> Any:
+        """What the likelihood computes from ``x`` (B, *data_shape) alone, or None.
+
+        Pass it to :meth:`log_likelihood` to score the same ``x`` under many batches of
+        latents without computing it again (the autoregressive likelihood's context).
+        """
+        observe = getattr(self.likelihood, "observe", None)
+        if observe is None:
+            return None
+        with fp32(x.device.type):
+            return observe(x)
+
+    def log_likelihood(self, x: Tensor, z: Tensor, observed: Any = None) -> Tensor:
+        """log p(x|z) in nats for ``z`` of shape (..., B, D) → (..., B); decodes all at once.
+
+        ``observed``: :meth:`observe` of this ``x``, where the caller has it.
+        """
         lead = z.shape[:-1]
         px = self.decode(z.reshape(-1, z.shape[-1]))
+        if hasattr(px, "log_prob_tiled"):  # work on x alone done once per example, not per z
+            return px.log_prob_tiled(x, tuple(lead), observed)
         xs = x.expand(*lead[:-1], *x.shape).reshape(-1, *x.shape[1:])
         return px.log_prob(xs).view(lead)
 

@@ -235,6 +235,10 @@ def _train(
     # temperature annealing (relaxed discrete families and their prior): epoch in fractions
     annealed = [f for f in (getattr(model.family, "set_epoch", None),
                             getattr(model.prior, "set_epoch", None)) if f is not None]
+    # parts that join training part-way (a likelihood's context): the schedule's progress
+    staged = [f for f in (getattr(part, "set_progress", None)
+                          for part in (model.family, model.prior, model.likelihood))
+              if f is not None]
 
     result = TrainResult(model, [], run_dir)
     start_epoch, start_batch, step, wall = 0, 0, 0, 0.0
@@ -256,7 +260,14 @@ def _train(
     gen = torch.Generator(device="cpu")
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        _set_lr(optimizer, cfg, epoch, elapsed0 + time.perf_counter() - clock)
+        elapsed = elapsed0 + time.perf_counter() - clock
+        _set_lr(optimizer, cfg, epoch, elapsed)
+        changed = [set_progress(_progress(cfg, epoch, elapsed)) for set_progress in staged]
+        if any(changed) and step_module is not None:
+            # DDP's static graph fixed the parameters that receive gradients: wrap anew
+            step_module = dist.wrap(model, objective, ctx, device)
+            loss_of = _loss_function(model, objective, step_module, device, bf16,
+                                     cfg.compile_mode if cfg.compile else None)
         gen.manual_seed(derived_seed(cfg.seed, epoch))
         perm = torch.randperm(n, generator=gen).to(train_src.index_device)
         first = start_batch if epoch == start_epoch else 0
@@ -490,15 +501,22 @@ class _Best:
             model.load_state_dict(self.state)
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int, elapsed: float) -> None:
-    """The learning rate of ``epoch``: constant, or cosine over epochs / the time limit."""
-    if cfg.lr_schedule == "constant":
-        return
+def _progress(cfg: TrainConfig, epoch: int, elapsed: float) -> float:
+    """How far training is at the start of ``epoch``, in [0, 1]: the fraction of the epochs
+    or, where a time limit is set and comes first, of the time limit."""
     progress = epoch / cfg.epochs
     if cfg.time_limit is not None:
         progress = max(progress, elapsed / (60.0 * cfg.time_limit))
+    return min(progress, 1.0)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int, elapsed: float) -> None:
+    """The learning rate of ``epoch``: constant, or cosine over :func:`_progress`."""
+    if cfg.lr_schedule == "constant":
+        return
+    progress = _progress(cfg, epoch, elapsed)
     r = cfg.lr_final_ratio
-    lr = cfg.lr * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    lr = cfg.lr * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * progress)))
     for group in optimizer.param_groups:
         group["lr"] = lr
 
