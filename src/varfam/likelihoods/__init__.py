@@ -10,8 +10,17 @@ a one-line :class:`~varfam.errors.VarfamError`. ``discrete`` is True where
 
 Built in: ``bernoulli``, ``continuous-bernoulli`` (``bernoulli.py``);
 ``gaussian``, ``laplace`` (``location_scale.py``); ``discretized-logistic``,
-``categorical`` (``eight_bit.py``). Losses are computed from logits, never from
+``categorical`` (``eight_bit.py``); ``autoregressive-bernoulli``
+(``autoregressive.py``). Losses are computed from logits, never from
 ``sigmoid`` followed by BCE. Every module of this package is imported here.
+
+Two optional hooks serve likelihoods that read the data themselves (the
+autoregressive one): the distribution may offer ``log_prob_tiled(x, lead,
+observed)``, which :meth:`varfam.VAE.log_likelihood` prefers, so that work on x
+alone is done once for k latents; and the likelihood may offer ``observe(x)``,
+that work itself, which importance sampling computes once per block of images and
+passes back for every sample. A part with ``set_progress(fraction)`` is told the
+training schedule's progress at every epoch (see :mod:`varfam.train`).
 """
 
 import importlib
@@ -29,6 +38,7 @@ from .eight_bit import (
     EightBitCategorical,
     check_eight_bit,
 )
+from .autoregressive import AutoregressiveBernoulliLikelihood, LocalAutoregressiveBernoulli
 # isort: on
 
 for _info in pkgutil.iter_modules(__path__):
@@ -48,4 +58,6 @@ __all__ = [
     "DiscretizedLogisticMixture",
     "CategoricalLikelihood",
     "EightBitCategorical",
+    "AutoregressiveBernoulliLikelihood",
+    "LocalAutoregressiveBernoulli",
 ]
