@@ -166,6 +166,9 @@ def describe(row: dict[str, Any]) -> str:
              m["prior"] + (f"({m['prior_options']})" if m["prior_options"] else ""),
              row["objective"] + (f"({row['objective_options']})" if row["objective_options"]
                                  else "")]
+    if m.get("likelihood", "bernoulli") != "bernoulli":
+        options = m.get("likelihood_options")
+        parts.insert(4, m["likelihood"] + (f"({options})" if options else ""))
     t = row.get("train")  # rows before the training settings were recorded have none
     if t:
         decay = f" to {t['lr_final_ratio']:g}×" if t["lr_schedule"] == "cosine" else ""
