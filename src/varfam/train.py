@@ -230,8 +230,8 @@ def _train(
     # the moving average of the weights lives on rank 0, which evaluates and saves
     average = WeightAverage(model, cfg.ema) if cfg.ema is not None and ctx.is_main else None
     step_module = dist.wrap(model, objective, ctx, device) if ctx.distributed else None
-    loss_of = _loss_function(model, objective, step_module, device, bf16,
-                             cfg.compile_mode if cfg.compile else None)
+    compile_mode = cfg.compile_mode if cfg.compile else None
+    loss_of = _loss_function(model, objective, step_module, device, bf16, compile_mode)
     # temperature annealing (relaxed discrete families and their prior): epoch in fractions
     annealed = [f for f in (getattr(model.family, "set_epoch", None),
                             getattr(model.prior, "set_epoch", None)) if f is not None]
@@ -260,14 +260,13 @@ def _train(
     gen = torch.Generator(device="cpu")
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        elapsed = elapsed0 + time.perf_counter() - clock
-        _set_lr(optimizer, cfg, epoch, elapsed)
-        changed = [set_progress(_progress(cfg, epoch, elapsed)) for set_progress in staged]
+        progress = _progress(cfg, epoch, elapsed0 + time.perf_counter() - clock)
+        _set_lr(optimizer, cfg, progress)
+        changed = [set_progress(progress) for set_progress in staged]
         if any(changed) and step_module is not None:
             # DDP's static graph fixed the parameters that receive gradients: wrap anew
             step_module = dist.wrap(model, objective, ctx, device)
-            loss_of = _loss_function(model, objective, step_module, device, bf16,
-                                     cfg.compile_mode if cfg.compile else None)
+            loss_of = _loss_function(model, objective, step_module, device, bf16, compile_mode)
         gen.manual_seed(derived_seed(cfg.seed, epoch))
         perm = torch.randperm(n, generator=gen).to(train_src.index_device)
         first = start_batch if epoch == start_epoch else 0
@@ -510,11 +509,10 @@ def _progress(cfg: TrainConfig, epoch: int, elapsed: float) -> float:
     return min(progress, 1.0)
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int, elapsed: float) -> None:
-    """The learning rate of ``epoch``: constant, or cosine over :func:`_progress`."""
+def _set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, progress: float) -> None:
+    """The learning rate at ``progress`` (:func:`_progress`): constant, or cosine over it."""
     if cfg.lr_schedule == "constant":
         return
-    progress = _progress(cfg, epoch, elapsed)
     r = cfg.lr_final_ratio
     lr = cfg.lr * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * progress)))
     for group in optimizer.param_groups:

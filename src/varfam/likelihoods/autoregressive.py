@@ -95,6 +95,10 @@ class LocalContext(nn.Module):
         self.out = nn.Linear(width or taps, channels)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        # where the offsets lie in a flattened (reach + 1) × kernel block (see :meth:`at`)
+        r = self.reach
+        self.register_buffer("block_taps", torch.tensor(
+            [(r + dy) * (2 * r + 1) + r + dx for dy, dx in self.offsets]), persistent=False)
 
     def pad(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) with the zeros that the windows of its edge positions read."""
@@ -125,9 +129,11 @@ class LocalContext(nn.Module):
         """The offsets (N, C) of one position, from the padded image (see :meth:`pad`)."""
         r = self.reach
         block = padded[:, :, row : row + r + 1, col : col + 2 * r + 1].flatten(2)
-        taps = torch.tensor([(r + dy) * (2 * r + 1) + r + dx for dy, dx in self.offsets],
-                            device=padded.device)
-        return self.offsets_from(block[:, :, taps].flatten(1)).to(padded.dtype)
+        return self.offsets_from(block[:, :, self.block_taps].flatten(1)).to(padded.dtype)
+
+    def observe(self, x: Tensor) -> Tensor | None:
+        """The offsets of ``x``, or None while inactive (they are then the initial zeros)."""
+        return self(x) if self.active else None
 
 
 def _bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
@@ -152,9 +158,10 @@ class LocalAutoregressiveBernoulli(Distribution):
         self._mean: Tensor | None = None
         super().__init__(logits.shape[:1], logits.shape[1:], validate_args=False)
 
-    def _offsets(self, x: Tensor) -> Tensor | float:
-        # an inactive context has never been trained: its offsets are exactly zero
-        return self.context(x) if self.context.active else 0.0
+    def _offsets(self, x: Tensor, observed: Tensor | None = None) -> Tensor | float:
+        if observed is None:
+            observed = self.context.observe(x)
+        return 0.0 if observed is None else observed
 
     def log_prob(self, value: Tensor) -> Tensor:
         """log p(x|z) (N,) in nats for images ``value`` (N, C, H, W)."""
@@ -169,8 +176,7 @@ class LocalAutoregressiveBernoulli(Distribution):
         :meth:`~AutoregressiveBernoulliLikelihood.observe` of ``x``, computed
         earlier). Returns shape ``lead``.
         """
-        offsets = observed if observed is not None else self._offsets(x)
-        logits = self.logits.view(*lead, *x.shape[1:]) + offsets
+        logits = self.logits.view(*lead, *x.shape[1:]) + self._offsets(x, observed)
         return _bernoulli_log_prob(logits, x)
 
     @torch.no_grad()
@@ -259,7 +265,7 @@ class AutoregressiveBernoulliLikelihood(Likelihood):
     def observe(self, x: Tensor) -> Tensor | None:
         """The part of log p(x|z) that depends on x alone: the context's offsets (B, C, H, W),
         for :meth:`LocalAutoregressiveBernoulli.log_prob_tiled` to reuse across many z."""
-        return self.context(x) if self.context.active else None
+        return self.context.observe(x)
 
     def forward(self, params: Tensor) -> Distribution:
         return LocalAutoregressiveBernoulli(params[:, 0], self.context)
