@@ -73,10 +73,14 @@ class LocalContext(nn.Module):
     which a small per-position network maps to C offsets: one linear layer to
     ``width`` gated units (``a * sigmoid(b)``), ``depth`` more gated layers, and a
     linear layer to C initialised to zero (a new model starts as the plain
-    Bernoulli). With ``width = 0`` the offset is linear in the window (a masked
-    convolution). Written as shifted views and matrix products rather than a
-    masked ``Conv2d``: only the causal taps are computed, and on a CPU the
-    products run several times faster than a convolution with so few channels.
+    Bernoulli). With ``width = 0`` the offset is linear in the window.
+
+    Over a whole image (:meth:`forward`) the first layer runs as a convolution whose
+    ``(reach + 1) × kernel`` kernel holds that layer's weights at the causal taps
+    and zeros elsewhere (the mask), and the later layers as 1 × 1 convolutions; in
+    bf16 training this measured about twice as fast on the CPU as gathering the
+    windows and multiplying. The ancestral pass (:meth:`at`) applies the same
+    weights to one position's window.
     """
 
     def __init__(self, channels: int, width: int, kernel: int, depth: int) -> None:
@@ -86,6 +90,7 @@ class LocalContext(nn.Module):
         #: False while training has not reached the likelihood's ``start``: the step
         #: skips the context (its offsets are still the initial zeros)
         self.active = True
+        self.channels = channels
         taps = channels * len(self.offsets)
         layers: list[nn.Module] = []
         if width:
@@ -95,22 +100,29 @@ class LocalContext(nn.Module):
         self.out = nn.Linear(width or taps, channels)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        # where the offsets lie in a flattened (reach + 1) × kernel block (see :meth:`at`)
-        r = self.reach
-        self.register_buffer("block_taps", torch.tensor(
-            [(r + dy) * (2 * r + 1) + r + dx for dy, dx in self.offsets]), persistent=False)
+        # where the offsets lie in a flattened (reach + 1) × kernel block (see :meth:`at`),
+        # and the one-hot matrix that places the taps' weights there (see :meth:`kernel`)
+        r, block = self.reach, (self.reach + 1) * kernel
+        taps_in_block = torch.tensor([(r + dy) * kernel + r + dx for dy, dx in self.offsets])
+        self.register_buffer("block_taps", taps_in_block, persistent=False)
+        self.register_buffer("placement", F.one_hot(taps_in_block, block).float(),
+                             persistent=False)
 
     def pad(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) with the zeros that the windows of its edge positions read."""
         r = self.reach
         return F.pad(x, (r, r, r, 0))
 
-    def window(self, x: Tensor) -> Tensor:
-        """The earlier positions' values at every position: (N, H, W, C · taps)."""
-        n, c, h, w = x.shape
-        padded, r = self.pad(x), self.reach
-        views = [padded[:, :, r + dy : r + dy + h, r + dx : r + dx + w] for dy, dx in self.offsets]
-        return torch.stack(views, dim=-1).permute(0, 2, 3, 1, 4).reshape(n, h, w, -1)
+    def layers(self) -> list[nn.Linear]:
+        """The per-position layers in order: the gated ones, then ``out``."""
+        return [*self.hidden, self.out]
+
+    def kernel(self) -> Tensor:
+        """The first layer's weights as a masked convolution kernel (O, C, reach + 1, kernel)."""
+        first = self.layers()[0]
+        outputs, c = first.weight.shape[0], self.channels
+        block = first.weight.view(outputs, c, len(self.offsets)) @ self.placement
+        return block.view(outputs, c, self.reach + 1, 2 * self.reach + 1)
 
     def offsets_from(self, features: Tensor) -> Tensor:
         """Window features (..., C · taps) → logit offsets (..., C), in the products' dtype."""
@@ -122,8 +134,13 @@ class LocalContext(nn.Module):
             return self.out(hid)
 
     def forward(self, x: Tensor) -> Tensor:
-        # the window stays in x's dtype: on a CPU a bf16 window measured slower
-        return self.offsets_from(self.window(x)).permute(0, 3, 1, 2).to(x.dtype)
+        with network_precision(x.device.type):
+            layers = self.layers()
+            hid = F.conv2d(self.pad(x), self.kernel(), layers[0].bias)
+            for layer in layers[1:]:
+                a, b = hid.chunk(2, dim=1)
+                hid = F.conv2d(a * torch.sigmoid(b), layer.weight[:, :, None, None], layer.bias)
+        return hid.to(x.dtype)
 
     def at(self, padded: Tensor, row: int, col: int) -> Tensor:
         """The offsets (N, C) of one position, from the padded image (see :meth:`pad`)."""
