@@ -6,6 +6,8 @@
 - the context is causal: the offset at a position has zero derivative with respect
   to that position and every later one (raster order, all channels), and a
   non-zero one with respect to earlier positions inside the window;
+- the whole-image convolution and the per-position network of the ancestral pass
+  give the same offsets at every position;
 - ancestral samples follow the exact masses, and ``.mean`` (the probabilities met
   along one ancestral pass) averages to the exact mean;
 - ``log_prob_tiled`` (the context once per image) equals ``log_prob`` on the tiled
@@ -35,6 +37,7 @@ from varfam.evaluate import importance_sampling
 from varfam.likelihoods.autoregressive import (
     AutoregressiveBernoulliLikelihood,
     LocalAutoregressiveBernoulli,
+    LocalContext,
 )
 from varfam.registry import LIKELIHOODS
 
@@ -89,6 +92,21 @@ def test_the_context_reads_only_earlier_positions(width: int) -> None:
     for j in (i - 1, i - 2, i - w, i - w - 2, i - w + 2, i - 2 * w):
         assert jac[i, j] > 0, j
     assert jac[i, i - 3] == 0  # three to the left lies outside the window
+
+
+@pytest.mark.parametrize(("kernel", "width", "depth"), [(5, 4, 1), (3, 0, 0), (7, 3, 0)])
+def test_the_whole_image_convolution_equals_the_per_position_network(kernel: int, width: int,
+                                                                     depth: int) -> None:
+    # forward runs the first layer as a masked convolution; the ancestral pass applies
+    # the same weights to one position's window at a time: they must agree everywhere,
+    # edges included
+    c, h, w = 2, 5, 6
+    lik = random_likelihood((c, h, w), kernel=kernel, width=width, depth=depth)
+    x = torch.bernoulli(torch.full((3, c, h, w), 0.5, dtype=DT))
+    padded = lik.context.pad(x)
+    per_position = torch.stack([torch.stack([lik.context.at(padded, row, col)
+                                             for col in range(w)], -1) for row in range(h)], -2)
+    torch.testing.assert_close(lik.context(x), per_position)
 
 
 def test_ancestral_samples_follow_the_masses_and_the_mean_is_unbiased() -> None:
@@ -168,6 +186,25 @@ def test_the_trainer_switches_the_context_on_part_way(epochs: int, compile: bool
     out = result.model.likelihood.context.out.weight
     assert (out.abs().sum() > 0) == (epochs == 2)
     assert result.model.likelihood.context.active == (epochs == 2)
+
+
+def test_the_moving_average_leaves_out_a_late_context_too(monkeypatch) -> None:
+    """With ``ema`` the evaluated weights are the average's copy of the model: it too is
+    told the schedule's progress, so a 1-epoch run with start = 0.5 never runs the
+    context, neither to train nor to score the validation and test images."""
+    calls: list[bool] = []
+    forward = LocalContext.forward
+    monkeypatch.setattr(LocalContext, "forward",
+                        lambda self, x: calls.append(self.active) or forward(self, x))
+    torch.manual_seed(0)
+    data = varfam.load_dataset("digits").limit(256)
+    model = varfam.VAE.build(data_shape=data.data_shape, hidden=(16,), latent_dim=2,
+                             likelihood="autoregressive-bernoulli",
+                             likelihood_options={"kernel": 3, "width": 4, "start": 0.5})
+    result = varfam.train(model, data, epochs=1, batch_size=64, binarize="dynamic",
+                          precision="fp32", ema=0.9, validation=64)
+    assert "validation_elbo" in result.history[-1]
+    assert calls == []
 
 
 @pytest.mark.parametrize(("shape", "options", "fragment"), [

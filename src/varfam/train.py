@@ -235,9 +235,11 @@ def _train(
     # temperature annealing (relaxed discrete families and their prior): epoch in fractions
     annealed = [f for f in (getattr(model.family, "set_epoch", None),
                             getattr(model.prior, "set_epoch", None)) if f is not None]
-    # parts that join training part-way (a likelihood's context): the schedule's progress
-    staged = [f for f in (getattr(part, "set_progress", None)
-                          for part in (model.family, model.prior, model.likelihood))
+    # parts that join training part-way (a likelihood's context): the schedule's progress,
+    # told to the moving average's copy too, which is what is evaluated
+    staged = [f for m in (model, *([average.averaged.module] if average is not None else []))
+              for f in (getattr(part, "set_progress", None)
+                        for part in (m.family, m.prior, m.likelihood))
               if f is not None]
 
     result = TrainResult(model, [], run_dir)
