@@ -78,9 +78,9 @@ class LocalContext(nn.Module):
     Over a whole image (:meth:`forward`) the first layer runs as a convolution whose
     ``(reach + 1) × kernel`` kernel holds that layer's weights at the causal taps
     and zeros elsewhere (the mask), and the later layers as 1 × 1 convolutions; in
-    bf16 training this measured about twice as fast on the CPU as gathering the
-    windows and multiplying. The ancestral pass (:meth:`at`) applies the same
-    weights to one position's window.
+    compiled bf16 training on the CPU the context alone (forward and backward) measured
+    about 1.7× as fast as gathering the windows and multiplying. The ancestral pass
+    (:meth:`at`) applies the same weights to one position's window.
     """
 
     def __init__(self, channels: int, width: int, kernel: int, depth: int) -> None:
@@ -90,7 +90,6 @@ class LocalContext(nn.Module):
         #: False while training has not reached the likelihood's ``start``: the step
         #: skips the context (its offsets are still the initial zeros)
         self.active = True
-        self.channels = channels
         taps = channels * len(self.offsets)
         layers: list[nn.Module] = []
         if width:
@@ -120,7 +119,7 @@ class LocalContext(nn.Module):
     def kernel(self) -> Tensor:
         """The first layer's weights as a masked convolution kernel (O, C, reach + 1, kernel)."""
         first = self.layers()[0]
-        outputs, c = first.weight.shape[0], self.channels
+        outputs, c = first.weight.shape[0], self.out.out_features  # out gives one per channel
         block = first.weight.view(outputs, c, len(self.offsets)) @ self.placement
         return block.view(outputs, c, self.reach + 1, 2 * self.reach + 1)
 
