@@ -36,7 +36,7 @@ tensor([[0., 0., 1.],
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -44,7 +44,10 @@ from torch.distributions import Categorical
 
 from .errors import VarfamError, suggest
 
-__all__ = ["LabelCondition", "Classifier", "Labels", "CONDITIONS", "HIDDEN"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import ModelConfig
+
+__all__ = ["LabelCondition", "Classifier", "build_classifier", "Labels", "CONDITIONS", "HIDDEN"]
 
 #: The values of ``ModelConfig.condition``.
 CONDITIONS = ("label",)
@@ -79,6 +82,19 @@ class Classifier(nn.Module):
     def forward(self, x: Tensor) -> Categorical:
         logits = self.head(self.net(x)).float()
         return Categorical(logits=torch.log_softmax(logits, -1), validate_args=False)
+
+
+def build_classifier(cfg: ModelConfig, params_per_value: int = 1) -> Classifier:
+    """q(y|x) over ``cfg.n_classes`` classes with a fresh encoder network of the model's
+    architecture (``cfg.arch``, ``hidden``, ``arch_options``): the network of a model's
+    classifier, and of a classifier trained on labelled examples alone."""
+    from .registry import ARCHITECTURES
+
+    net, _ = ARCHITECTURES.build(
+        cfg.arch, cfg.data_shape, cfg.hidden, cfg.latent_dim, params_per_value,
+        options=cfg.arch_options,
+    )
+    return Classifier(net, cfg.n_classes)
 
 
 class LabelCondition(nn.Module):

@@ -38,12 +38,18 @@ from torch import Tensor
 from .errors import VarfamError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .config import ModelConfig
+    from .labels import Classifier
     from .model import VAE
     from .objectives import Objective, ObjectiveResult
 
 __all__ = [
     "labelled_objective",
     "default_alpha",
+    "objective_options",
+    "batch_labelled",
+    "mixed_order",
+    "fit_classifier",
     "accuracy",
     "predict",
     "marginal_importance_sampling",
@@ -58,6 +64,78 @@ def default_alpha(labelled_share: float) -> float:
     if not 0 < labelled_share <= 1:
         raise VarfamError(f"the share of labelled examples must be in (0, 1], got {labelled_share}")
     return PAPER_ALPHA / labelled_share
+
+
+def objective_options(labels: Tensor, alpha: float | None = None) -> dict[str, float]:
+    """The objective options ``alpha`` and ``labelled_share`` for training labels (N,) with
+    ``-1`` where hidden: the share N_l / N, and α (default :func:`default_alpha` of it)."""
+    n_l = int((labels >= 0).sum())
+    if n_l == 0:
+        raise VarfamError("every training label is hidden; keep some with --labelled N")
+    share = n_l / labels.shape[0]
+    return {"alpha": default_alpha(share) if alpha is None else float(alpha),
+            "labelled_share": share}
+
+
+#: Labelled examples in every mixed batch, at least: a tenth of the batch.
+MIN_BATCH_SHARE = 0.1
+
+
+def batch_labelled(batch_size: int, labelled_share: float, ratio: float | None = None) -> int:
+    """How many of a mixed batch's ``batch_size`` rows are labelled: ``ratio`` of them, or
+    by default the data's share but at least a tenth; at least one, and at least one not."""
+    want = max(labelled_share, MIN_BATCH_SHARE) if ratio is None else ratio
+    return min(max(1, round(want * batch_size)), batch_size - 1)
+
+
+def mixed_order(
+    labels: Tensor, batch_size: int, ratio: float | None, generator: torch.Generator
+) -> Tensor:
+    """One epoch of training indices (int64) in which every batch mixes both kinds.
+
+    Consecutive slices of ``batch_size`` are the batches: each holds
+    :func:`batch_labelled` labelled examples and fills the rest with unlabelled ones.
+    The epoch is one pass over the unlabelled examples (a seeded permutation; the
+    last batch may be shorter); the few labelled ones are cycled through their own
+    permutations as often as needed. The loss weighs the two kinds by the data's
+    share (see :func:`labelled_objective`), so the ratio changes only the variance.
+    """
+    known = labels >= 0
+    lab, unl = known.nonzero()[:, 0], (~known).nonzero()[:, 0]
+    if not len(lab) or not len(unl) or batch_size < 2:
+        return torch.randperm(labels.shape[0], generator=generator)
+    n_l = batch_labelled(batch_size, len(lab) / labels.shape[0], ratio)
+    n_u = batch_size - n_l
+    n_batches = -(-len(unl) // n_u)
+    u = unl[torch.randperm(len(unl), generator=generator)]
+    cycles = -(-n_batches * n_l // len(lab))
+    ll = torch.cat([lab[torch.randperm(len(lab), generator=generator)] for _ in range(cycles)])
+    batches = [torch.cat([ll[b * n_l : (b + 1) * n_l], u[b * n_u : (b + 1) * n_u]])
+               for b in range(n_batches)]
+    return torch.cat(batches)
+
+
+def fit_classifier(
+    cfg: ModelConfig, x: Tensor, y: Tensor, *, steps: int = 500, lr: float = 1e-3,
+    batch_size: int = 128, seed: int = 0,
+) -> Classifier:
+    """The classifier network of a model with ``cfg`` (:func:`varfam.labels.build_classifier`)
+    trained on labelled examples ``x`` (N, *data_shape), ``y`` (N,) alone: ``steps`` Adam
+    steps on the cross-entropy of batches of ``batch_size`` (all of them when N is
+    smaller). The baseline that semi-supervised training must beat."""
+    from .labels import build_classifier
+
+    torch.manual_seed(seed)
+    clf = build_classifier(cfg)
+    opt = torch.optim.Adam(clf.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randperm(x.shape[0], generator=g)[:batch_size]
+        loss = -clf(x[idx]).log_prob(y[idx]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return clf.eval()
 
 
 def _no_classifier() -> VarfamError:

@@ -62,10 +62,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.run}: {m['n']} test examples of {args.data or cfg.train.data}, "
           f"K = {m['iw']} importance samples ({m['seconds']:.1f} s)")
-    print(_line("ELBO", m["elbo"], "nats", m["elbo_se"]))
+    given = "|y" if m.get("conditional") else ""  # a run conditioned on labels: p(x|y)
+    if given:
+        print("  (conditioned on the test labels y: q(z|x, y), p(z|y), p(x|z, y))")
+    print(_line(f"ELBO of log p(x{given})", m["elbo"], "nats", m["elbo_se"]))
     print(_line("  reconstruction", m["reconstruction"], "nats"))
     print(_line("  KL", m["kl"], "nats"))
-    print(_line("log p(x) (importance sampled)", m["log_likelihood"], "nats",
+    print(_line(f"log p(x{given}) (importance sampled)", m["log_likelihood"], "nats",
                 m["log_likelihood_se"]))
     print(_line("inference gap log p(x) - ELBO", m["inference_gap"], "nats",
                 m["inference_gap_se"]))
@@ -78,4 +81,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
               " ".join(f"{v:.2f}" for v in m["kl_per_dim"]))
     print(_line("mutual information I(x; z)", m["mutual_information"], "nats"))
     print(_line("probe accuracy", m["probe_accuracy"]))
+    if m.get("accuracy") is not None or m.get("marginal_log_likelihood") is not None:
+        print(_line("test accuracy of q(y|x)", m.get("accuracy"), digits=4))
+        print(_line("log p(x), y summed out", m.get("marginal_log_likelihood"), "nats",
+                    m.get("marginal_log_likelihood_se")))
     return 0

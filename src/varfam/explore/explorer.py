@@ -14,7 +14,11 @@ answers the page's questions with plain JSON-ready dictionaries (the HTTP layer 
   where q and p factorize (:func:`varfam.evaluate.kl_per_dimension_mean`), else by
   the variance of the latent means;
 - the interpolation strip between two test examples
-  (:func:`varfam.viz.interpolation_grid`) and draws from the prior.
+  (:func:`varfam.viz.interpolation_grid`) and draws from the prior;
+- for a model conditioned on labels, the class every code is decoded with (the
+  page's class picker): test examples are encoded with their own labels, a decode
+  or a prior draw uses the class asked for (``label``, an index or a name; by default
+  the first test example's).
 
 Images travel as 8-bit RGBA, base64-encoded, ready for a canvas ``ImageData``:
 grey data (one channel) is drawn grey, three channels as RGB, any other number of
@@ -128,13 +132,17 @@ class Explorer:
         self.model = model.eval()
         self.x = x
         self.labels = labels
-        self.classes = classes
+        self.classes = model.condition.names if model.uses_labels else classes
         self.name = name
         self.seed = seed
         self.support = getattr(model.family, "latent_support", "real")
         self._lock = threading.Lock()
         self._draws = 0
-        self.locations = latent_map(model, x)  # (N, D)
+        #: what a model conditioned on labels reads: the test labels (or q(y|x)'s guess)
+        self.condition = model.labels_of(x, labels) if model.uses_labels else None
+        #: the class a decode or a prior draw uses when the request names none
+        self.default_label = None if self.condition is None else int(self.condition[0])
+        self.locations = latent_map(model, x, y=self.condition)  # (N, D)
         self.coords, self.mean, self.axes = pca_2d(self.locations)  # (N, 2), (D,), (D, 2)
         self.kl, self.variance = self._dimension_scores()
         key = self.kl if self.kl is not None else self.variance
@@ -163,7 +171,7 @@ class Explorer:
         from ..evaluate import kl_per_dimension_mean
 
         try:
-            kl = kl_per_dimension_mean(self.model, self.x)
+            kl = kl_per_dimension_mean(self.model, self.x, y=self.condition)
         except (NotImplementedError, RuntimeError, ValueError):
             kl = None
         if kl is not None and not bool(torch.isfinite(kl).all()):
@@ -222,6 +230,9 @@ class Explorer:
             "order_by": "kl" if self.kl is not None else "variance",
             "dims": dims,
             "start": self.locations[0].tolist(),
+            "condition": None if self.condition is None else {
+                "classes": list(self.classes), "label": self.default_label,
+            },
         }
 
     def map(self) -> dict[str, Any]:
@@ -250,26 +261,41 @@ class Explorer:
         """A latent code (D,) → its map point (2,): ``(z - mean) @ axes``."""
         return (z - self.mean) @ self.axes
 
-    @torch.no_grad()
-    def _decode(self, z: Tensor) -> Tensor:
-        """Decoded means of codes (N, D) → (N, *data_shape) on the CPU."""
-        return self.model.decode(z.to(self.model.device)).mean.float().cpu()
+    def _label(self, label: Any) -> int | None:
+        """The class a request decodes with: ``label`` (an index or a class name) or the
+        default; ``None`` for a model without labels (where ``label`` must be absent)."""
+        if self.condition is None:
+            if label is not None:
+                raise VarfamError("this run is not conditioned on labels; leave label out")
+            return None
+        if label is None:
+            return self.default_label
+        if not isinstance(label, int | str):
+            raise VarfamError("label must be a class index or a class name")
+        return self.model.condition.index(label)
 
-    def _code_answer(self, z: Tensor, **extra: Any) -> dict[str, Any]:
+    @torch.no_grad()
+    def _decode(self, z: Tensor, label: int | None = None) -> Tensor:
+        """Decoded means of codes (N, D) (with class ``label``) → (N, *data_shape) on the CPU."""
+        return self.model.decode(z.to(self.model.device), label).mean.float().cpu()
+
+    def _code_answer(self, z: Tensor, label: int | None = None, **extra: Any) -> dict[str, Any]:
         with self._lock:
-            image = self._decode(z[None])
+            image = self._decode(z[None], label)
         return {
             "z": z.tolist(),
             "point": self.project(z).tolist(),
             "image": image_payload(image)[0],
+            "label": label,
             **extra,
         }
 
-    def decode(self, z: Any = None, point: Any = None) -> dict[str, Any]:
+    def decode(self, z: Any = None, point: Any = None, label: Any = None) -> dict[str, Any]:
         """Decode a code ``z`` (D numbers) or a map ``point`` (2 numbers).
 
         The code is projected onto the family's support first; the answer's ``z`` is
-        the code that was decoded, ``point`` its place on the map.
+        the code that was decoded, ``point`` its place on the map. ``label``: the class
+        to decode with, for a model conditioned on labels (the answer's ``label``).
         """
         if (z is None) == (point is None):
             raise VarfamError("give either z (a latent code) or point (a map position)")
@@ -277,27 +303,34 @@ class Explorer:
             code = _floats(z, "z", self.latent_dim)
         else:
             code = self.lift(_floats(point, "point", 2))
-        return self._code_answer(to_latent_support(code, self.support))
+        return self._code_answer(to_latent_support(code, self.support), self._label(label))
 
-    def sample(self, seed: Any = None) -> dict[str, Any]:
-        """One draw ``z ~ p(z)`` (seeded; the seed is returned) and its decoded image."""
+    def sample(self, seed: Any = None, label: Any = None) -> dict[str, Any]:
+        """One draw ``z ~ p(z)`` (``p(z|y)`` with class ``label`` for a model conditioned on
+        labels; seeded, the seed is returned) and its decoded image."""
         if seed is None:
             with self._lock:
                 seed, self._draws = self.seed * 1_000_003 + self._draws, self._draws + 1
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise VarfamError("seed must be a non-negative integer")
+        y = self._label(label)
         with self._lock, torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            z = self.model.prior_distribution().sample().float().cpu().reshape(-1)
-        return self._code_answer(z, seed=seed)
+            p = self.model.prior_distribution(None if y is None else [y])
+            z = p.sample().float().cpu().reshape(-1)
+        return self._code_answer(z, y, seed=seed)
 
     def example(self, index: Any) -> dict[str, Any]:
-        """Test example ``index``: its image, label, latent mean and the decode of that mean."""
+        """Test example ``index``: its image, label, latent mean and the decode of that mean
+        (with the example's own label, for a model conditioned on labels)."""
         i = _index(index, "index", self.x.shape[0])
-        answer = self._code_answer(self.locations[i].clone())
+        own = None if self.condition is None else int(self.condition[i])
+        answer = self._code_answer(self.locations[i].clone(), own)
         answer["input"] = image_payload(self.x[i : i + 1])[0]
         answer["index"] = i
-        answer["label"] = None if self.labels is None else int(self.labels[i])
+        answer["true_label"] = None if self.labels is None else int(self.labels[i])
+        if own is None:
+            answer["label"] = answer["true_label"]
         return answer
 
     def interpolate(self, a: Any, b: Any, steps: Any = 10) -> dict[str, Any]:
@@ -307,8 +340,9 @@ class Explorer:
         if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= MAX_STEPS:
             raise VarfamError(f"steps must be an integer in 2..{MAX_STEPS}")
         pair = self.x[[i, j]]
+        y = None if self.condition is None else self.condition[[i, j]]
         with self._lock:
-            images = interpolation_grid(self.model, pair, steps=steps).float().cpu()
+            images = interpolation_grid(self.model, pair, steps=steps, y=y).float().cpu()
         return {
             "a": i,
             "b": j,

@@ -13,6 +13,10 @@ POST   ``/api/interpolate`` ``{"a": I, "b": J, "steps": 10}`` → the decoded st
 POST   ``/api/sample``      ``{"seed": S}`` (optional) → a prior draw and its image
 ====== ==================== ==========================================================
 
+For a run conditioned on labels, ``/api/decode`` and ``/api/sample`` also take
+``"label"`` (a class index or name; default: the first test example's class), and
+``/api/info`` lists the classes under ``condition``.
+
 A bad request gets status 400 and ``{"error": "one line"}``; an unknown path 404.
 
 >>> import torch, varfam, threading, json, urllib.request
@@ -127,10 +131,11 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         ex = self.server.explorer
         routes = {
-            "/api/decode": lambda b: ex.decode(z=b.get("z"), point=b.get("point")),
+            "/api/decode": lambda b: ex.decode(z=b.get("z"), point=b.get("point"),
+                                               label=b.get("label")),
             "/api/interpolate": lambda b: ex.interpolate(b.get("a"), b.get("b"),
                                                          b.get("steps", 10)),
-            "/api/sample": lambda b: ex.sample(b.get("seed")),
+            "/api/sample": lambda b: ex.sample(b.get("seed"), b.get("label")),
         }
         if path not in routes:
             self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")

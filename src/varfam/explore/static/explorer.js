@@ -13,7 +13,7 @@ const DISPLAY = 224;  // CSS pixels of the decoded image's longer side
 
 // Everything the page knows; also a hook for tests and the browser console.
 const state = {
-  info: null, map: null, z: null, point: null,
+  info: null, map: null, z: null, point: null, label: null,
   version: 0, inFlight: false, pending: null, lastMs: null,
   pick: 0, interpolations: 0, stripImages: [], error: null,
 };
@@ -229,6 +229,8 @@ function nearestExample(point) {
 // ------------------------------------------------------------------ decoding
 // One request at a time; while one is out, only the newest wish is kept.
 function requestCode(path, body) {
+  // a run conditioned on labels decodes with the class chosen in the picker
+  if (body && state.label !== null && body.label === undefined) body = { ...body, label: state.label };
   if (state.inFlight) { state.pending = [path, body]; return; }
   state.inFlight = true;
   const t0 = performance.now();
@@ -249,6 +251,10 @@ function requestCode(path, body) {
 function showCode(answer) {
   state.z = answer.z;
   state.point = answer.point;
+  if (state.info.condition && answer.label !== null && answer.label !== undefined) {
+    state.label = answer.label;  // an example is decoded with its own class: the picker follows
+    $("class-picker").value = String(answer.label);
+  }
   drawImage($("decoded"), answer.image);
   const figure = $("input-figure");
   if (answer.input) {
@@ -259,8 +265,9 @@ function showCode(answer) {
   } else {
     figure.hidden = true;
   }
-  $("decoded-caption").textContent = answer.seed === undefined ? "decoded mean"
-    : `prior draw (seed ${answer.seed})`;
+  const cls = state.info.condition ? `, class ${state.info.condition.classes[answer.label]}` : "";
+  $("decoded-caption").textContent = (answer.seed === undefined ? "decoded mean"
+    : `prior draw (seed ${answer.seed})`) + cls;
   for (const row of state.info.dims) {
     const slider = $(`z${row.index}`);
     slider.value = answer.z[row.index];
@@ -303,6 +310,17 @@ function buildSliders() {
   const note = state.info.order_by === "kl" ? "ordered by mean KL per dimension (nats)"
     : "ordered by variance of the latent means";
   $("order-note").textContent = note;
+}
+
+// A run conditioned on labels: every decode uses the class chosen here.
+function buildPicker() {
+  const condition = state.info.condition;
+  $("class-box").hidden = !condition;
+  if (!condition) return;
+  const picker = $("class-picker");
+  picker.replaceChildren(...condition.classes.map((name, k) => new Option(name, String(k))));
+  picker.value = String(condition.label);
+  state.label = condition.label;
 }
 
 // ------------------------------------------------------------------ interpolation
@@ -364,6 +382,10 @@ function wire() {
     requestCode(`/api/example?index=${encodeURIComponent($("example-index").value)}`);
   });
   $("interpolate").addEventListener("click", interpolate);
+  $("class-picker").addEventListener("change", () => {
+    state.label = +$("class-picker").value;
+    requestCode("/api/decode", { z: state.z || state.info.start });
+  });
   for (const id of ["interp-a", "interp-b"]) $(id).addEventListener("change", drawMap);
 }
 
@@ -385,6 +407,7 @@ async function main() {
   $("interp-b").value = Math.min(1, last);
   setupMap();
   buildSliders();
+  buildPicker();
   wire();
   requestCode("/api/decode", { z: info.start });
   state.ready = true;
