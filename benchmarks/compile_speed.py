@@ -8,7 +8,7 @@ loss, backward, fused Adam) is timed eagerly, compiled, and compiled with
 ``max-autotune``, on random binary batches of 128 Fashion-MNIST-sized images,
 after warm-up steps; the compilation time is the wall time of the first
 compiled step. The step is built by
-``varfam.train._loss_function``, exactly as ``varfam train`` builds it.
+``varfam.train_step.loss_function``, exactly as ``varfam train`` builds it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch.distributions import Distribution
 from varfam import VAE, __version__
 from varfam.precision import bf16_supported
 from varfam.registry import OBJECTIVES
-from varfam.train import _loss_function
+from varfam.train_step import loss_function
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "performance.md"
@@ -58,7 +58,7 @@ def step_times(model: VAE, objective_name: str, options: dict, compile: str | No
                batch: int, steps: int, bf16: bool) -> tuple[float, float]:
     """(seconds of the first step, median seconds per step after warm-up)."""
     objective = OBJECTIVES.build(objective_name, options=options)
-    loss_of = _loss_function(model, objective, None, CPU, bf16, compile)
+    loss_of = loss_function(model, objective, None, CPU, bf16, compile)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
     x = torch.bernoulli(torch.full((batch, 1, 28, 28), 0.3))
 
@@ -82,7 +82,7 @@ def step_times(model: VAE, objective_name: str, options: dict, compile: str | No
     return first, statistics.median(times)
 
 
-#: (column key, compile mode passed to ``_loss_function``)
+#: (column key, compile mode passed to ``loss_function``)
 MODES = [("eager", None), ("compiled", "default"), ("autotuned", "max-autotune")]
 
 

@@ -94,14 +94,14 @@ def train_run(config: Path, run: Path, time_limit: float | None, snapshot_every:
 
 def split_data(cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """Validation and test images exactly as training saw them (binarized once, fixed seeds)."""
+    from varfam.data import binarize_fixed, split_seed
     from varfam.runs import run_dataset, run_test_data
-    from varfam.train import binarize_fixed
 
     ds = run_dataset(cfg)
     n_val = cfg.train.validation
     val = ds.train[len(ds.train) - n_val :] if n_val else ds.test[:0]
     if cfg.train.binarize != "none" and n_val:
-        val = binarize_fixed(val, cfg.train.seed + 2)
+        val = binarize_fixed(val, split_seed(cfg.train.seed, "validation"))
     test, _ = run_test_data(cfg)
     return val, test
 

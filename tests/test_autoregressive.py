@@ -269,7 +269,7 @@ def test_the_cli_trains_and_evaluates_with_a_late_context(tmp_path: Path, capsys
     assert model["likelihood_options"] == {"start": 0.5, "kernel": 3}
     for picture in ("samples.png", "reconstructions.png", "latent.png", "interpolation.png"):
         assert (out / picture).is_file(), picture
-    trained = varfam.VAE.load(out)
+    trained = varfam.load(out)
     assert trained.likelihood.context.out.weight.abs().sum() > 0
     capsys.readouterr()
     assert main(["eval", str(out), "--iw", "50", "--limit", "100", "--json"]) == 0

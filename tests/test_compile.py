@@ -13,7 +13,7 @@ import varfam
 from varfam import VAE, VarfamError, train
 from varfam.data import Dataset
 from varfam.objectives import Elbo, Iwae, Objective
-from varfam.train import _loss_function
+from varfam.train_step import loss_function
 
 SMALL = dict(data_shape=(1, 8, 8), hidden=(32,), latent_dim=3)
 CPU = torch.device("cpu")
@@ -36,7 +36,7 @@ def _fresh_dynamo():
 
 
 def _gradients(model: VAE, objective: Objective, compile: str | None, epoch: float):
-    loss_of = _loss_function(model, objective, None, CPU, False, compile)
+    loss_of = loss_function(model, objective, None, CPU, False, compile)
     torch.manual_seed(3)
     data = torch.Generator().manual_seed(4)
     x = torch.bernoulli(torch.rand(16, *SMALL["data_shape"], generator=data))

@@ -17,9 +17,10 @@ import varfam
 from varfam import VAE, VarfamError, train
 from varfam.batches import BatchSource, is_file_backed
 from varfam.checkpoint import CHECKPOINT, load_checkpoint
-from varfam.data import Dataset
+from varfam.data import Dataset, binarize_fixed
 from varfam.families.gaussian import DiagonalGaussian
-from varfam.train import METRICS, TrainingInterrupted, binarize_fixed
+from varfam.metrics import METRICS
+from varfam.train import TrainingInterrupted
 
 SMALL = dict(data_shape=(1, 8, 8), hidden=(32,), latent_dim=3)
 FAST = dict(precision="fp32", batch_size=128, seed=5)

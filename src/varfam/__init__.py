@@ -8,15 +8,17 @@
 True
 """
 
-from . import families, likelihoods, objectives, priors  # noqa: F401  (register parts)
+from . import data, families, likelihoods, objectives, priors  # noqa: F401  (register parts)
+from .callbacks import Callback, TrainingRun
 from .checkpoint import load_model as load
+from .checkpoint import save_model as save
 from .config import ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .errors import VarfamError
 from .evaluate import evaluate, evaluate_elbo
 from .model import VAE
 from .registry import ALL_REGISTRIES
-from .train import TrainResult, train
+from .train import TrainResult, TrainState, train
 
 __all__ = [
     "VAE",
@@ -27,7 +29,11 @@ __all__ = [
     "load_dataset",
     "train",
     "TrainResult",
+    "TrainState",
+    "Callback",
+    "TrainingRun",
     "load",
+    "save",
     "evaluate_elbo",
     "evaluate",
     "VarfamError",

@@ -6,19 +6,19 @@ once. That array is either
 
 - **resident**: a tensor in memory (moved to the GPU once when training there),
   the fast path used for every dataset that fits in :data:`IN_MEMORY_BYTES`; or
-- **streamed**: a memory-mapped file (``np.load(path, mmap_mode="r")``) larger
-  than that, of which only each batch's rows are read and converted. The pages
-  the process maps are released every few batches (``madvise(MADV_DONTNEED)``,
-  read-only file mappings only), so the resident memory stays bounded whatever
-  the file's size; the operating system's page cache keeps recently read parts.
+- **streamed**: a file-backed array larger than that (a
+  :class:`~varfam.data.mapped.MappedRows` from :func:`varfam.load_dataset`, or an
+  array from ``np.load(path, mmap_mode="r")`` or a tensor made from one), of which
+  only each batch's rows are read from the file and converted
+  (:func:`~varfam.data.mapped.row_reader`), so the resident memory stays bounded
+  whatever the file's size; the operating system's page cache keeps recently read
+  parts of the file.
 
 Integer arrays hold 8-bit images: values are divided by 255 when converted.
 """
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,72 +26,36 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BatchSource", "IN_MEMORY_BYTES", "is_file_backed", "float_chunks"]
+from .data.mapped import MappedRows, is_file_backed, split_rows
 
-#: Arrays whose float32 form is at most this many bytes are loaded into memory;
-#: larger memory-mapped arrays are read batch by batch.
-IN_MEMORY_BYTES = 1 << 30
+__all__ = [
+    "BatchSource",
+    "IN_MEMORY_BYTES",
+    "MappedRows",
+    "is_file_backed",
+    "float_chunks",
+    "split_rows",
+]
 
-#: Release a streamed array's mapped pages after this many gathered rows.
-_RELEASE_EVERY_ROWS = 2048
-
-
-def _address_and_size(x: Any) -> tuple[int, int]:
-    if isinstance(x, Tensor):
-        return x.data_ptr(), x.untyped_storage().nbytes()
-    return x.__array_interface__["data"][0], x.nbytes
-
-
-def _read_only_file_mapping(address: int) -> tuple[int, int] | None:
-    """The ``(start, end)`` of the read-only file mapping holding ``address``, if any (Linux)."""
-    try:
-        with open("/proc/self/maps") as f:
-            for line in f:
-                parts = line.split()
-                start, end = (int(v, 16) for v in parts[0].split("-"))
-                if start <= address < end:
-                    named = len(parts) >= 6 and parts[5].startswith("/")
-                    return (start, end) if named and "w" not in parts[1] else None
-    except OSError:  # pragma: no cover - not Linux
-        return None
-    return None
+#: File-backed arrays whose float32 form is at most this many bytes are read into
+#: memory; larger ones are read batch by batch. 256 MiB keeps a training process
+#: under 1 GB of resident memory whatever the file's size (docs/performance.md,
+#: "Memory and memory-mapped data").
+IN_MEMORY_BYTES = 256 << 20
 
 
-def is_file_backed(x: Any) -> bool:
-    """Whether ``x`` (a tensor or numpy array) lives in a read-only memory-mapped file."""
-    if isinstance(x, np.memmap):
-        return True
-    address, size = _address_and_size(x)
-    return size > 0 and _read_only_file_mapping(address) is not None
-
-
-class _PageReleaser:
-    """Drops the pages a read-only file mapping has made resident (they stay in the page cache)."""
-
-    def __init__(self, x: Any) -> None:
-        self.range: tuple[int, int] | None = None
-        self.libc: Any = None
-        address, _ = _address_and_size(x)
-        found = _read_only_file_mapping(address)
-        if found is None or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        try:
-            self.libc = ctypes.CDLL(None, use_errno=True)
-        except OSError:  # pragma: no cover
-            return
-        self.range = found
-
-    def __call__(self) -> None:
-        if self.range is not None:
-            start, end = self.range
-            self.libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start),
-                              mmap.MADV_DONTNEED)
+def _as_rows(x: Any) -> Any:
+    """A file-backed array or tensor as :class:`MappedRows` (read from the file, never
+    mapped whole); anything else unchanged."""
+    if isinstance(x, MappedRows) or not is_file_backed(x):
+        return x
+    return MappedRows(x, np.arange(int(x.shape[0])), _to_float, tuple(x.shape[1:]))
 
 
 def _binarized_uint8(x: Any, seed: int, chunk: int = 8192) -> Tensor:
     """Static binarization of an array, chunk by chunk, as 0/1 bytes.
 
-    Equal to :func:`varfam.train.binarize_fixed` on the whole float array (CPU
+    Equal to :func:`varfam.data.binarize_fixed` on the whole float array (CPU
     Bernoulli draws are sequential in the generator), in a quarter of the memory.
     """
     g = torch.Generator().manual_seed(seed)
@@ -112,15 +76,11 @@ def _to_float(rows: Any, scale: float | None = None) -> Tensor:
 
 
 def float_chunks(x: Any, size: int) -> Iterator[Tensor]:
-    """Consecutive rows of ``x`` (tensor or array), ``size`` at a time, as float32 CPU tensors.
-
-    Pages of a memory-mapped ``x`` are released after each chunk.
-    """
-    release = _PageReleaser(x) if is_file_backed(x) else None
+    """Consecutive rows of ``x`` (tensor, array or :class:`MappedRows`), ``size`` at a
+    time, as float32 CPU tensors; a file-backed ``x`` is read from its file chunk by chunk."""
+    x = _as_rows(x)
     for i in range(0, int(x.shape[0]), size):
         yield _to_float(x[i : i + size])
-        if release is not None:
-            release()
 
 
 class BatchSource:
@@ -129,7 +89,7 @@ class BatchSource:
     ``binarize_seed`` applies static binarization (one Bernoulli draw per value
     with that seed) once, up front. ``gather(idx)`` returns the rows ``idx``
     (a 1-D int64 tensor) as ``(len(idx), *data_shape)`` float32 on ``device``;
-    ``chunks(size)`` walks the array in order. A memory-mapped array whose
+    ``chunks(size)`` walks the array in order. A file-backed array whose
     float32 form exceeds ``in_memory_bytes`` (default :data:`IN_MEMORY_BYTES`) is
     streamed; anything else is held in memory.
     """
@@ -148,23 +108,21 @@ class BatchSource:
         self.scale: float | None = None  # per-batch multiplier for integer arrays
         float_bytes = 4 * self.n * int(np.prod(self.data_shape))
         limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
-        self.streamed = is_file_backed(x) and float_bytes > limit
-        self._release: _PageReleaser | None = None
-        self._rows_since_release = 0
+        x = _as_rows(x)  # file-backed: read from the file, never mapped whole
+        self.streamed = isinstance(x, MappedRows) and float_bytes > limit
         if binarize_seed is not None:
             if self.streamed or not isinstance(x, Tensor):
                 x, self.scale, self.streamed = _binarized_uint8(x, binarize_seed), 1.0, False
             else:
-                from .train import binarize_fixed
+                from .data import binarize_fixed
 
                 x = binarize_fixed(x, binarize_seed)
         if self.streamed:
             self.array = x
-            self._release = _PageReleaser(x)
         else:
+            if isinstance(x, MappedRows):  # a small file: read into memory once
+                x = x.tensor()
             t = x if isinstance(x, Tensor) else torch.from_numpy(np.array(x))
-            if is_file_backed(t):  # a small mapped file: read it into memory once
-                t = t.clone()
             if t.is_floating_point() and t.dtype != torch.float32:
                 t = t.float()
             # onto the GPU once when it fits the budget; else rows travel per batch
@@ -185,21 +143,14 @@ class BatchSource:
             rows = self.array.index_select(0, idx.to(self.array.device))
             rows = rows if rows.dtype == torch.float32 else _to_float(rows, self.scale)
             return rows.to(self.device, non_blocking=True)
-        rows = self.array[idx.cpu().numpy()]
-        self._rows_since_release += len(idx)
-        if self._release is not None and self._rows_since_release >= _RELEASE_EVERY_ROWS:
-            self._release()
-            self._rows_since_release = 0
-        return _to_float(rows, self.scale).to(self.device, non_blocking=True)
+        rows = self.array[idx.cpu().numpy()]  # MappedRows: read from the file, float32
+        return rows.to(self.device, non_blocking=True)
 
     def chunks(self, size: int) -> Iterator[Tensor]:
         """The whole array in order, ``size`` rows at a time, float32 on the device."""
         for i in range(0, self.n, size):
             if self.streamed:
-                rows = _to_float(self.array[i : i + size], self.scale).to(self.device)
-                if self._release is not None:
-                    self._release()
-                yield rows
+                yield self.array[i : i + size].to(self.device)
             else:
                 rows = self.array[i : i + size]
                 rows = rows if rows.dtype == torch.float32 else _to_float(rows, self.scale)

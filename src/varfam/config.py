@@ -26,6 +26,9 @@ CONFIG_VERSION = 1
 #: ``TrainConfig.compile_mode`` values.
 COMPILE_MODES = ("default", "max-autotune")
 
+#: ``TrainConfig.track`` values: the experiment trackers of :mod:`varfam.trackers`.
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
 
 @dataclass
 class ModelConfig:
@@ -43,10 +46,29 @@ class ModelConfig:
     prior_options: dict[str, Any] = field(default_factory=dict)
     likelihood: str = "bernoulli"
     likelihood_options: dict[str, Any] = field(default_factory=dict)
+    #: Options of the architecture (e.g. the ``tabular`` one's ``levels`` per column).
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    #: ``"label"``: every part may read the example's class y (a conditional VAE,
+    #: :mod:`varfam.labels`); ``None``: no condition.
+    condition: str | None = None
+    #: The number of classes C of a model conditioned on labels, and their names.
+    n_classes: int = 0
+    classes: tuple[str, ...] = ()
+    #: A classifier q(y|x) for semi-supervised data (labels hidden for some examples).
+    classifier: bool = False
 
     def __post_init__(self) -> None:
         self.data_shape = tuple(int(s) for s in self.data_shape)
         self.hidden = tuple(int(s) for s in self.hidden)
+        self.classes = tuple(str(c) for c in self.classes)
+        if self.condition not in (None, "label"):
+            raise VarfamError(f"condition must be label or none, got '{self.condition}'")
+        if self.condition is None and self.classifier:
+            raise VarfamError("a classifier q(y|x) needs a model conditioned on labels "
+                              "(condition = \"label\")")
+        if self.classes and self.n_classes != len(self.classes):
+            raise VarfamError(f"{len(self.classes)} class names for n_classes = "
+                              f"{self.n_classes}; give one name per class")
         if self.latent_dim < 1:
             raise VarfamError(f"latent_dim must be at least 1, got {self.latent_dim}")
         if any(h < 1 for h in self.hidden):
@@ -62,7 +84,18 @@ class TrainConfig:
     data_key: str | None = None
     image_size: int | None = None
     binarize: str = "none"
+    #: Tables: a column kept out of the model and used as the labels.
+    label_column: str | None = None
+    #: Tables: a ``.toml`` or ``.csv`` file declaring column types (overrides inference).
+    column_types: str | None = None
+    #: Images with missing pixels: a ``.npy`` of booleans (True = missing) shaped like the
+    #: data (one per example, or one for all), or ``"nan"``: the data's NaN pixels are missing.
+    mask: str | None = None
+    #: Use only the first N training examples (quick runs); the test set is then cut
+    #: to ``test_limit``, or to max(N // 10, 1) when ``test_limit`` is not set.
     limit: int | None = None
+    #: Use only the first N test examples (default: all, or max(limit // 10, 1)).
+    test_limit: int | None = None
     objective: str = "elbo"
     objective_options: dict[str, Any] = field(default_factory=dict)
     epochs: int = 30
@@ -102,6 +135,22 @@ class TrainConfig:
     #: weights are the ones evaluated, chosen on validation and saved as the model;
     #: the raw weights go on training. ``None``: no average.
     ema: float | None = None
+    #: Experiment trackers that receive the metrics, the configuration and the pictures:
+    #: any of ``tensorboard``, ``mlflow``, ``wandb`` (:mod:`varfam.trackers`).
+    track: list[str] = field(default_factory=list)
+    #: Where trackers write their files; ``None``: ``RUN/tracking``.
+    track_dir: str | None = None
+    #: MLflow's tracking URI (a server, or a store); ``None``: a local store in ``track_dir``.
+    track_uri: str | None = None
+    #: Keep the labels of this many training examples, balanced per class and chosen
+    #: with the seed, and hide the rest (semi-supervised training, model M2).
+    labelled: int | None = None
+    #: Weight of ``log q(y|x)`` per labelled example; ``None``: 0.1 · N / N_labelled,
+    #: the choice of Kingma et al. (2014).
+    alpha: float | None = None
+    #: The share of every batch drawn from the labelled examples (the rest from the
+    #: unlabelled ones); ``None``: the data's own share, but at least a tenth.
+    labelled_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -138,20 +187,46 @@ class TrainConfig:
             raise VarfamError(f"time_limit must be positive (minutes), got {self.time_limit}")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise VarfamError(f"ema must be a decay in (0, 1), e.g. 0.999, got {self.ema}")
+        unknown = [t for t in self.track if t not in TRACKERS]
+        if unknown:
+            raise VarfamError(
+                f"unknown tracker '{unknown[0]}'{suggest(unknown[0], TRACKERS)}; "
+                f"track takes any of {', '.join(TRACKERS)}"
+            )
         if self.limit is not None and self.limit < 1:
             raise VarfamError(f"limit must be at least 1, got {self.limit}")
+        if self.labelled is not None and self.labelled < 1:
+            raise VarfamError(f"labelled must be at least 1, got {self.labelled}")
+        if self.alpha is not None and not self.alpha >= 0:
+            raise VarfamError(f"alpha must be 0 or more, got {self.alpha}")
+        if self.labelled_ratio is not None and not 0.0 < self.labelled_ratio < 1.0:
+            raise VarfamError(f"labelled_ratio must be in (0, 1), got {self.labelled_ratio}")
+        if self.test_limit is not None and self.test_limit < 1:
+            raise VarfamError(f"test_limit must be at least 1, got {self.test_limit}")
 
 
 @dataclass
 class RunConfig:
-    """A run's full configuration: ``model`` and ``train`` sections."""
+    """A run's full configuration: ``model`` and ``train`` sections.
+
+    A ``config.json`` written for a model saved without a :class:`TrainConfig`
+    (``varfam.save(model, dir)``) has no ``train`` section: nothing is claimed about a training
+    that varfam did not see. Reading it gives ``train_recorded = False`` and a
+    default ``train`` that only supplies neutral settings (no binarization, seed 0);
+    :func:`varfam.runs.run_dataset` then asks for the data by name.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     version: int = CONFIG_VERSION
+    #: Whether ``train`` is what happened (``False``: it holds defaults and is not written).
+    train_recorded: typing.ClassVar[bool] = True
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if not self.train_recorded:
+            del out["train"]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -170,7 +245,17 @@ class RunConfig:
             raise VarfamError(f"{path} does not exist") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise VarfamError(f"{path} is not valid JSON ({e}); restore it or retrain") from None
-        return cls.from_dict(data, str(path))
+        cfg = cls.from_dict(data, str(path))
+        if "train" not in data:
+            cfg.train_recorded = False
+        return cfg
+
+    @classmethod
+    def model_only(cls, model: ModelConfig) -> RunConfig:
+        """A config that records the model and no training (``to_json`` leaves ``train`` out)."""
+        cfg = cls(model=model)
+        cfg.train_recorded = False
+        return cfg
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:

@@ -68,18 +68,41 @@ __all__ = [
 ACTIVE_THRESHOLD = 0.01
 
 
-def elbo_terms(model: VAE, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Single-sample (reconstruction, KL) per example for a batch ``x``: two (B,) tensors."""
+def _rows(y: Tensor | None, i: int, j: int, device: torch.device) -> Tensor | None:
+    """Labels ``y[i:j]`` on ``device``, or ``None``."""
+    return None if y is None else y[i:j].to(device)
+
+
+def elbo_terms(model: VAE, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Single-sample (reconstruction, KL) per example for a batch ``x``: two (B,) tensors.
+
+    For a model conditioned on labels, ``y`` (B,) are the labels: the bound is on
+    ``log p(x|y)`` where a label is known; where it is hidden (``-1``, or no ``y`` for a
+    model with a classifier) y is summed out and the bound is on ``log p(x)``
+    (:mod:`varfam.semisupervised`).
+    """
+    if model.uses_labels:
+        from .objectives import Elbo
+
+        if y is None and model.condition.classifier is not None:
+            y = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+        res = Elbo()(model, x, y=y)
+        return res.reconstruction, res.kl
     q = model.encode(x)
     z = q.sample()
     return model.decode(z).log_prob(x), kl_term(q, model.prior_distribution(), z)
 
 
 @torch.inference_mode()
-def evaluate_elbo(model: VAE, x: Tensor, batch_size: int = 1000) -> dict[str, float]:
+def evaluate_elbo(
+    model: VAE, x: Tensor, batch_size: int = 1000, y: Tensor | None = None
+) -> dict[str, float]:
     """Mean test ELBO, reconstruction term and KL over ``x`` (N, *data_shape), in nats.
 
-    Runs in fp32 with the model in eval mode (restored afterwards).
+    ``y`` (N,): the labels of a model conditioned on labels (see :func:`elbo_terms`);
+    a model with a classifier q(y|x) also reports the ``accuracy`` of its most probable
+    class on the examples whose label is known. Runs in fp32 with the model in eval
+    mode (restored afterwards).
     """
     was_training = model.training
     model.eval()
@@ -88,17 +111,24 @@ def evaluate_elbo(model: VAE, x: Tensor, batch_size: int = 1000) -> dict[str, fl
     try:
         for i in range(0, x.shape[0], batch_size):
             xb = x[i : i + batch_size].to(device, torch.float32)
-            recon, kl = elbo_terms(model, xb)
+            recon, kl = elbo_terms(model, xb, _rows(y, i, i + batch_size, device))
             recon_sum += float(recon.double().sum())
             kl_sum += float(kl.double().sum())
     finally:
         model.train(was_training)
     n = x.shape[0]
-    return {
+    out = {
         "elbo": (recon_sum - kl_sum) / n,
         "reconstruction": recon_sum / n,
         "kl": kl_sum / n,
     }
+    if y is not None and model.uses_labels and model.condition.classifier is not None:
+        from .semisupervised import accuracy
+
+        known = y >= 0
+        if bool(known.any()):
+            out["accuracy"] = accuracy(model, x[known], y[known], batch_size)
+    return out
 
 
 # ---------------------------------------------------------------- importance sampling
@@ -135,8 +165,13 @@ def importance_sampling(
     k_chunk: int | None = None,
     memory_mb: float = 8.0,
     seed: int | None = None,
+    y: Tensor | None = None,
 ) -> ImportanceSampling:
     """K importance samples per example of ``x`` (N, *data_shape), vectorized over examples.
+
+    For a model conditioned on labels, ``y`` (N,) are the labels and the estimate is of
+    ``log p(x|y)`` with ``z ~ q(z|x, y)``
+    (:func:`varfam.semisupervised.marginal_importance_sampling` sums y out).
 
     Draws are taken one at a time for all N examples at once (so the numbers do
     not depend on the chunking); latents are then decoded in blocks of
@@ -157,19 +192,21 @@ def importance_sampling(
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        return _importance_sampling(model, x, k, batch_size, k_chunk, memory_mb)
+        return _importance_sampling(model, x, k, batch_size, k_chunk, memory_mb, y)
 
 
 def _importance_sampling(model: VAE, x: Tensor, k: int, batch_size: int | None,
-                         k_chunk: int | None, memory_mb: float) -> ImportanceSampling:
+                         k_chunk: int | None, memory_mb: float,
+                         y: Tensor | None = None) -> ImportanceSampling:
     was_training = model.training
     model.eval()
     try:
         x = x.to(model.device, torch.float32)
         n = x.shape[0]
         b, kc = _chunks(model, n, k, batch_size, k_chunk, memory_mb)
-        p = model.prior_distribution()
-        q = model.encode(x)  # batch (N,)
+        y = model.labels(y, n) if y is not None else None
+        p = model.prior_distribution(y)
+        q = model.encode(x, y)  # batch (N,)
         # what the likelihood computes from x alone, once per block rather than per sample
         observed = [model.observe(x[i : i + b]) for i in range(0, n, b)]
         lse = torch.full((n,), -math.inf, dtype=torch.float64, device=x.device)
@@ -185,8 +222,9 @@ def _importance_sampling(model: VAE, x: Tensor, k: int, batch_size: int | None,
             z = torch.stack(zs)  # (m, N, D)
             log_w = torch.stack(lws).float()  # (m, N)
             for j, i in enumerate(range(0, n, b)):
-                log_w[:, i : i + b] += model.log_likelihood(x[i : i + b], z[:, i : i + b],
-                                                            observed[j])
+                log_w[:, i : i + b] += model.log_likelihood(
+                    x[i : i + b], z[:, i : i + b], observed[j], _rows(y, i, i + b, x.device)
+                )
             log_w = log_w.double()
             lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
             total += log_w.sum(0)
@@ -217,13 +255,19 @@ def importance_sampled_log_likelihood(
 
 # ---------------------------------------------------------------- latent usage
 @torch.inference_mode()
-def latent_locations(model: VAE, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """``E_q[z|x]`` (the family's point summary) for every example: (N, D) float32 on CPU."""
+def latent_locations(
+    model: VAE, x: Tensor, batch_size: int = 1000, y: Tensor | None = None
+) -> Tensor:
+    """``E_q[z|x]`` (the family's point summary) for every example: (N, D) float32 on CPU.
+
+    ``y`` (N,): the labels of a model conditioned on labels (``E_q[z|x, y]``).
+    """
     was_training = model.training
     model.eval()
     try:
         out = [
-            model.encode_location(x[i : i + batch_size].to(model.device, torch.float32)).float()
+            model.encode_location(x[i : i + batch_size].to(model.device, torch.float32),
+                                  _rows(y, i, i + batch_size, model.device)).float()
             for i in range(0, x.shape[0], batch_size)
         ]
     finally:
@@ -242,12 +286,18 @@ def active_units(locations: Tensor, threshold: float = ACTIVE_THRESHOLD) -> tupl
 
 
 @torch.inference_mode()
-def kl_per_dimension_mean(model: VAE, x: Tensor, batch_size: int = 1000) -> Tensor | None:
-    """Mean closed-form KL per latent dimension (D,), nats; ``None`` where it has no closed form."""
-    p = model.prior_distribution()
+def kl_per_dimension_mean(
+    model: VAE, x: Tensor, batch_size: int = 1000, y: Tensor | None = None
+) -> Tensor | None:
+    """Mean closed-form KL per latent dimension (D,), nats; ``None`` where it has no closed form.
+
+    ``y`` (N,): the labels of a model conditioned on labels (KL(q(z|x, y) || p(z|y))).
+    """
     total: Tensor | None = None
     for i in range(0, x.shape[0], batch_size):
-        per_dim = kl_per_dimension(model.encode(x[i : i + batch_size].to(model.device)), p)
+        yb = _rows(y, i, i + batch_size, model.device)
+        p = model.prior_distribution(yb)
+        per_dim = kl_per_dimension(model.encode(x[i : i + batch_size].to(model.device), yb), p)
         if per_dim is None:
             return None
         s = per_dim.double().sum(0)
@@ -256,16 +306,19 @@ def kl_per_dimension_mean(model: VAE, x: Tensor, batch_size: int = 1000) -> Tens
 
 
 @torch.inference_mode()
-def mutual_information(model: VAE, x: Tensor, chunk: int = 256) -> float | None:
+def mutual_information(
+    model: VAE, x: Tensor, chunk: int = 256, y: Tensor | None = None
+) -> float | None:
     """``I(x; z)`` under q with the full-set aggregate posterior of ``x`` (M examples), nats.
 
     ``E_m[log q(z_m|x_m)] - E_m[log (1/M) Σ_j q(z_m|x_j)]`` with one draw ``z_m`` per
     example. Returns ``None`` when the family cannot evaluate ``q(z|x_j)`` at
-    another example's ``z`` (a density without broadcasting over examples).
+    another example's ``z`` (a density without broadcasting over examples). ``y`` (M,):
+    the labels of a model conditioned on labels (each q(z|x_j, y_j)).
     """
     xs = x.to(model.device, torch.float32)
     m = xs.shape[0]
-    q = model.encode(xs)
+    q = model.encode(xs, None if y is None else y.to(model.device))
     z = q.sample()  # (M, D)
     own = q.log_prob(z).double()
     cross = []
@@ -326,10 +379,12 @@ def _finite(value: float | None) -> float | None:
 
 
 @torch.inference_mode()
-def _elbo_per_example(model: VAE, x: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+def _elbo_per_example(model: VAE, x: Tensor, batch_size: int = 1000,
+                      y: Tensor | None = None) -> tuple[Tensor, Tensor]:
     recon, kl = [], []
     for i in range(0, x.shape[0], batch_size):
-        r, k = elbo_terms(model, x[i : i + batch_size].to(model.device, torch.float32))
+        r, k = elbo_terms(model, x[i : i + batch_size].to(model.device, torch.float32),
+                          _rows(y, i, i + batch_size, model.device))
         recon.append(r.double().cpu())
         kl.append(k.double().cpu())
     return torch.cat(recon), torch.cat(kl)
@@ -395,7 +450,14 @@ def evaluate(
 def _measure(model: VAE, x: Tensor, labels: Tensor | None, train: Tensor | None,
              train_labels: Tensor | None, iw: int, memory_mb: float, mi_examples: int,
              probe_examples: int) -> dict[str, Any]:
-    recon, kl = _elbo_per_example(model, x)
+    y = labels if model.uses_labels else None  # the condition of a model conditioned on labels
+    classifier = model.uses_labels and model.condition.classifier is not None
+    if model.uses_labels and y is None and not classifier:
+        raise VarfamError(
+            "this run is conditioned on labels, but the evaluated data has none; evaluate it "
+            "on labelled data"
+        )
+    recon, kl = _elbo_per_example(model, x, y=y)
     elbo, elbo_se = _mean_se(recon - kl)
     out: dict[str, Any] = {
         "n": int(x.shape[0]),
@@ -411,30 +473,46 @@ def _measure(model: VAE, x: Tensor, labels: Tensor | None, train: Tensor | None,
         "inference_gap": None,
         "inference_gap_se": None,
     }
-    if iw > 0:
-        res = importance_sampling(model, x, iw, memory_mb=memory_mb)
+    if model.uses_labels:  # log p(x|y) where labels are given; M2 also sums y out
+        out.update(conditional=y is not None, accuracy=None,
+                   marginal_log_likelihood=None, marginal_log_likelihood_se=None)
+    if iw > 0 and (y is not None or not model.uses_labels):
+        res = importance_sampling(model, x, iw, memory_mb=memory_mb, y=y)
         ll, ll_se = _mean_se(res.log_likelihood)
         gap, gap_se = _mean_se(res.log_likelihood - res.elbo)
         out.update(log_likelihood=ll, log_likelihood_se=_finite(ll_se),
                    elbo_iw_samples=float(res.elbo.mean()),
                    inference_gap=gap, inference_gap_se=_finite(gap_se))
+    if classifier:
+        from .semisupervised import accuracy, marginal_importance_sampling
+
+        if labels is not None:
+            out["accuracy"] = accuracy(model, x, labels)
+        if iw > 0:
+            mll, mll_se = _mean_se(marginal_importance_sampling(model, x, iw, memory_mb=memory_mb))
+            out.update(marginal_log_likelihood=mll, marginal_log_likelihood_se=_finite(mll_se))
+            if y is None:  # no labels: log p(x) is the marginal
+                out.update(log_likelihood=mll, log_likelihood_se=_finite(mll_se))
     out["elbo_bpd"] = bits_per_dim(model, out["elbo"])
     out["log_likelihood_bpd"] = bits_per_dim(model, out["log_likelihood"])
 
-    per_dim = kl_per_dimension_mean(model, x)
+    per_dim = kl_per_dimension_mean(model, x, y=y)
     out["kl_per_dim"] = None if per_dim is None else [float(v) for v in per_dim]
-    locs = latent_locations(model, x)
+    locs = latent_locations(model, x, y=y)
     count, var = active_units(locs)
     out["active_units"] = count
     out["latent_variance"] = [float(v) for v in var]
     m = min(mi_examples, x.shape[0])
     out["mi_examples"] = m
-    out["mutual_information"] = _finite(mutual_information(model, x[:m]))
+    out["mutual_information"] = _finite(
+        mutual_information(model, x[:m], y=None if y is None else y[:m])
+    )
     out["probe_accuracy"] = None
     out["probe_train"] = None
     if labels is not None and train is not None and train_labels is not None:
         n_train = min(probe_examples, train.shape[0])
-        train_locs = latent_locations(model, train[:n_train])
+        train_y = train_labels[:n_train] if y is not None else None
+        train_locs = latent_locations(model, train[:n_train], y=train_y)
         out["probe_accuracy"] = probe_accuracy(train_locs, train_labels[:n_train], locs, labels)
         out["probe_train"] = n_train
     return out
@@ -449,16 +527,15 @@ def run_eval_data(cfg: RunConfig, data: str | Dataset | None = None) -> Dataset:
     training split, used by the probe, is binarized once with the run's seed when
     training binarized.
     """
-    from .data import Dataset
+    from .data import Dataset, binarize_fixed, split_seed
     from .runs import run_dataset, run_test_data
-    from .train import binarize_fixed
 
     binarize = cfg.train.binarize != "none"
     if isinstance(data, Dataset):
         ds = data
-        test = binarize_fixed(ds.test, cfg.train.seed + 1) if binarize else ds.test
+        test = binarize_fixed(ds.test, split_seed(cfg.train.seed, "test")) if binarize else ds.test
     else:
         ds = run_dataset(cfg, data)
         test, _ = run_test_data(cfg, data)
-    train = binarize_fixed(ds.train, cfg.train.seed) if binarize else ds.train
+    train = binarize_fixed(ds.train, split_seed(cfg.train.seed, "train")) if binarize else ds.train
     return Dataset(ds.name, train, test, ds.train_labels, ds.test_labels)

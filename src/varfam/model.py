@@ -23,8 +23,13 @@ from . import likelihoods as _likelihoods  # noqa: F401
 from . import nets as _nets  # noqa: F401
 from . import priors as _priors  # noqa: F401
 from .config import ModelConfig, RunConfig
+from .errors import VarfamError
+from .families.base import Family
+from .labels import LabelCondition, Labels, build_classifier
+from .likelihoods.base import Likelihood
 from .precision import fp32
-from .registry import ARCHITECTURES, FAMILIES, LIKELIHOODS, PRIORS
+from .priors.base import Prior
+from .registry import ARCHITECTURES, FAMILIES, LIKELIHOODS, PRIORS, accepted_options
 
 __all__ = ["VAE"]
 
@@ -45,11 +50,12 @@ class VAE(nn.Module):
     def __init__(
         self,
         encoder: nn.Module,
-        family: nn.Module,
+        family: Family,
         decoder: nn.Module,
-        likelihood: nn.Module,
-        prior: nn.Module,
+        likelihood: Likelihood,
+        prior: Prior,
         config: ModelConfig | None = None,
+        condition: LabelCondition | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -58,6 +64,9 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.prior = prior
         self.config = config
+        #: The labels' side of a model conditioned on labels (:mod:`varfam.labels`): the
+        #: family is built for ``feature_dim + C`` inputs and the decoder for ``D + C``.
+        self.condition = condition
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -65,31 +74,43 @@ class VAE(nn.Module):
         """Build a model from a :class:`ModelConfig` and/or keyword overrides.
 
         Keywords are the fields of :class:`ModelConfig`: ``data_shape``, ``arch``,
-        ``hidden``, ``latent_dim``, ``family`` (+``family_options``), ``prior``
+        ``arch_options``, ``hidden``, ``latent_dim``, ``family`` (+``family_options``), ``prior``
         (+``prior_options``; ``None`` picks the family's natural prior, recorded in the
-        model's config), ``likelihood`` (+``likelihood_options``).
+        model's config), ``likelihood`` (+``likelihood_options``), and for a model
+        conditioned on labels ``condition="label"``, ``n_classes``, ``classes`` and
+        ``classifier`` (see :mod:`varfam.labels`).
         """
         cfg = ModelConfig(**{**(config.__dict__ if config else {}), **overrides})
         likelihood = LIKELIHOODS.build(
             cfg.likelihood, cfg.data_shape, options=cfg.likelihood_options
         )
-        encoder, decoder = ARCHITECTURES.get(cfg.arch)(
-            cfg.data_shape, cfg.hidden, cfg.latent_dim, likelihood.params_per_value
+        c = cfg.n_classes if cfg.condition else 0  # one-hot y beside h and beside z
+        encoder, decoder = ARCHITECTURES.build(
+            cfg.arch, cfg.data_shape, cfg.hidden, cfg.latent_dim + c,
+            likelihood.params_per_value, options=cfg.arch_options,
         )
         family = FAMILIES.build(
-            cfg.family, encoder.feature_dim, cfg.latent_dim, options=cfg.family_options
+            cfg.family, encoder.feature_dim + c, cfg.latent_dim, options=cfg.family_options
         )
         if cfg.prior is None:  # the family's natural prior (N(0, I), the sphere, a categorical)
             cfg.prior = family.default_prior
         if cfg.prior == family.default_prior:  # e.g. K and temperature of a relaxed categorical
             cfg.prior_options = {
-                **getattr(family, "default_prior_options", {}),
+                **family.default_prior_options,
                 **cfg.prior_options,
             }
+        if c and "n_classes" in accepted_options(PRIORS.get(cfg.prior)):  # p(z|y) per class
+            cfg.prior_options = {"n_classes": c, **cfg.prior_options}
         prior = PRIORS.build(
             cfg.prior, cfg.latent_dim, cfg.data_shape, options=cfg.prior_options
         )
-        return cls(encoder, family, decoder, likelihood, prior, cfg)
+        condition = None
+        if cfg.condition:
+            classifier = None
+            if cfg.classifier:  # q(y|x): an encoder network of its own and a linear head
+                classifier = build_classifier(cfg, likelihood.params_per_value)
+            condition = LabelCondition(c, cfg.classes, classifier)
+        return cls(encoder, family, decoder, likelihood, prior, cfg, condition)
 
     @property
     def latent_dim(self) -> int:
@@ -103,29 +124,95 @@ class VAE(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def uses_labels(self) -> bool:
+        """Whether the parts read the label y (``condition="label"``): train with labels."""
+        return self.condition is not None
+
+    # ---------------------------------------------------------------- labels
+    def labels(self, y: Labels | None, n: int) -> Tensor | None:
+        """``y`` as int64 labels (n,) on the model's device (an int or name is repeated);
+        ``None`` for a model without labels. Float (n, C) soft labels pass through."""
+        if self.condition is None:
+            return None
+        if y is None:
+            raise VarfamError(
+                "this model is conditioned on labels: pass y (a class, a list of classes or "
+                "the data's labels)"
+            )
+        if isinstance(y, Tensor) and y.is_floating_point():
+            return y.to(self.device)
+        out = self.condition.labels(y, n, self.device)
+        if out.shape[0] != n:
+            raise VarfamError(f"{out.shape[0]} labels were given for {n} examples")
+        return out
+
+    def labels_of(self, x: Tensor, y: Labels | None = None) -> Tensor | None:
+        """The labels of ``x`` (B, *data_shape): ``y`` when given, else the most probable
+        class under q(y|x) (a model with a classifier); ``None`` without labels."""
+        if y is None and self.condition is not None and self.condition.classifier is not None:
+            return self.classify(x).logits.argmax(-1)
+        return self.labels(y, x.shape[0])
+
+    def classify(self, x: Tensor) -> torch.distributions.Categorical:
+        """q(y|x) for ``x`` (B, *data_shape): a Categorical over the C classes, batch (B,)."""
+        if self.condition is None or self.condition.classifier is None:
+            raise VarfamError(
+                "this model has no classifier q(y|x); train it semi-supervised (--labelled N) "
+                "to get one"
+            )
+        return self.condition.classifier(x)
+
+    def _with_label(self, v: Tensor, y: Tensor | None) -> Tensor:
+        """``[v, onehot(y)]`` (N, F + C) for a model conditioned on labels, else ``v``."""
+        if self.condition is None:
+            return v
+        return torch.cat([v, self.condition.one_hot(y, v)], -1)
+
     # ---------------------------------------------------------------- the maps
-    def encode(self, x: Tensor) -> Distribution:
-        """q(z|x) for a batch ``x`` (B, *data_shape): batch_shape (B,), event_shape (D,)."""
-        h = self.encoder(x)
-        with fp32(h.device.type):
-            return self.family(_full_precision(h))
+    def features(self, x: Tensor, y: Labels | None = None) -> Tensor:
+        """What the family reads for ``x`` (B, *data_shape): the encoder's features h (B, F),
+        full precision, and in a model conditioned on labels ``[h, onehot(y)]`` (B, F + C)."""
+        h = _full_precision(self.encoder(x))
+        return self._with_label(h, self.labels_of(x, y))
 
-    def encode_location(self, x: Tensor) -> Tensor:
-        """A point summary of q(z|x) (its mean where defined), shape (B, D)."""
-        h = self.encoder(x)
-        with fp32(h.device.type):
-            return self.family.location(_full_precision(h))
+    def encode(self, x: Tensor, y: Labels | None = None) -> Distribution:
+        """q(z|x) (or q(z|x, y)) for a batch ``x`` (B, *data_shape): batch (B,), event (D,).
 
-    def decode(self, z: Tensor) -> Distribution:
-        """p(x|z) for latents ``z`` (N, D): batch_shape (N,), event_shape data_shape."""
-        params = self.decoder(z)
+        ``y``: the labels of a model conditioned on labels (see :meth:`labels`); without
+        them, a model with a classifier uses its most probable class.
+        """
+        h = self.features(x, y)
+        with fp32(h.device.type):
+            return self.family(h)
+
+    def encode_location(self, x: Tensor, y: Labels | None = None) -> Tensor:
+        """A point summary of q(z|x[, y]) (its mean where defined), shape (B, D)."""
+        h = self.features(x, y)
+        with fp32(h.device.type):
+            return self.family.location(h)
+
+    def decode(self, z: Tensor, y: Labels | None = None) -> Distribution:
+        """p(x|z) (or p(x|z, y)) for latents ``z`` (N, D): batch (N,), event data_shape."""
+        params = self.decoder(self._with_label(z, self.labels(y, z.shape[0])))
         with fp32(params.device.type):
             return self.likelihood(_full_precision(params))
 
-    def prior_distribution(self) -> Distribution:
-        """p(z): batch_shape (), event_shape (D,)."""
+    def prior_distribution(self, y: Labels | None = None) -> Distribution:
+        """p(z): batch_shape (), event_shape (D,); with labels ``y`` (B,) p(z|y), whose
+        batch_shape is (B,) for a prior that reads y and () for one that does not."""
+        encode = self.encode if self.condition is None else self._encode_pseudo_inputs
         with fp32(self.device.type):
-            return self.prior(self.encode)
+            if y is None or self.condition is None:
+                return self.prior(encode)
+            labels = self.labels(y, 1 if isinstance(y, (int, str)) else len(y))
+            return self.prior.given_label(encode, labels)
+
+    def _encode_pseudo_inputs(self, u: Tensor) -> Distribution:
+        """q(z|u_k, y_k) for a prior defined through the encoder (the VampPrior): pseudo-input
+        k is given class ``k mod C``, so p(z) stays a mixture of posteriors of every class."""
+        y = torch.arange(u.shape[0], device=u.device) % self.condition.n_classes
+        return self.encode(u, y)
 
     def observe(self, x: Tensor) -> Any:
         """What the likelihood computes from ``x`` (B, *data_shape) alone, or None.
@@ -133,50 +220,72 @@ class VAE(nn.Module):
         Pass it to :meth:`log_likelihood` to score the same ``x`` under many batches of
         latents without computing it again (the autoregressive likelihood's context).
         """
-        observe = getattr(self.likelihood, "observe", None)
-        if observe is None:
-            return None
         with fp32(x.device.type):
-            return observe(x)
+            return self.likelihood.observe(x)
 
-    def log_likelihood(self, x: Tensor, z: Tensor, observed: Any = None) -> Tensor:
-        """log p(x|z) in nats for ``z`` of shape (..., B, D) → (..., B); decodes all at once.
+    def log_likelihood(
+        self, x: Tensor, z: Tensor, observed: Any = None, y: Tensor | None = None
+    ) -> Tensor:
+        """log p(x|z[, y]) in nats for ``z`` of shape (..., B, D) → (..., B); decodes all at once.
 
-        ``observed``: :meth:`observe` of this ``x``, where the caller has it.
+        ``observed``: :meth:`observe` of this ``x``, where the caller has it. ``y``: the
+        labels (B,) (or soft labels (B, C)) of ``x``, for a model conditioned on labels.
         """
         lead = z.shape[:-1]
-        px = self.decode(z.reshape(-1, z.shape[-1]))
+        if y is not None and self.condition is not None:
+            y = y.expand(*lead, *y.shape[1:]).reshape(-1, *y.shape[1:])
+        px = self.decode(z.reshape(-1, z.shape[-1]), y)
         if hasattr(px, "log_prob_tiled"):  # work on x alone done once per example, not per z
             return px.log_prob_tiled(x, tuple(lead), observed)
         xs = x.expand(*lead[:-1], *x.shape).reshape(-1, *x.shape[1:])
         return px.log_prob(xs).view(lead)
 
+    # ---------------------------------------------------------------- schedules
+    def set_epoch(self, epoch: float) -> None:
+        """Tell every part the (fractional) epoch (:class:`varfam.parts.TrainingHooks`)."""
+        self.family.set_epoch(epoch)
+        self.prior.set_epoch(epoch)
+        self.likelihood.set_epoch(epoch)
+
+    def set_progress(self, progress: float) -> bool:
+        """Tell every part the schedule's progress in [0, 1]; True if any part changed the
+        set of parameters that train (see :class:`varfam.parts.TrainingHooks`)."""
+        changed = [part.set_progress(progress)
+                   for part in (self.family, self.prior, self.likelihood)]
+        return any(changed)
+
     # ---------------------------------------------------------------- pictures
     @torch.no_grad()
-    def sample(self, n: int) -> Tensor:
-        """``n`` new data points: decoded means of z ~ p(z), shape (n, *data_shape)."""
-        return self.decode(self.prior_distribution().sample((n,))).mean
+    def sample(self, n: int, y: Labels | None = None) -> Tensor:
+        """``n`` new data points: decoded means of z ~ p(z), shape (n, *data_shape).
+
+        In a model conditioned on labels, ``y`` (one class for all, or n of them) picks
+        the classes: z ~ p(z|y), x ~ p(x|z, y); without ``y`` the classes are drawn from
+        p(y), uniform.
+        """
+        if self.condition is None:
+            return self.decode(self.prior_distribution().sample((n,))).mean
+        if y is None:
+            y = torch.randint(self.condition.n_classes, (n,), device=self.device)
+        labels = self.labels(y, n)
+        p = self.prior_distribution(labels)
+        z = p.sample() if p.batch_shape == (n,) else p.sample((n,))
+        return self.decode(z, labels).mean
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, draws: int = 1) -> Tensor:
-        """Decoded means of z ~ q(z|x): shape (B, *data_shape), or (draws, B, ...) if draws > 1."""
-        z = self.encode(x).sample((draws,))
-        out = self.decode(z.reshape(-1, z.shape[-1])).mean.view(draws, *x.shape)
+    def reconstruct(self, x: Tensor, draws: int = 1, y: Labels | None = None) -> Tensor:
+        """Decoded means of z ~ q(z|x[, y]): shape (B, *data_shape), or (draws, B, ...) if
+        draws > 1. ``y``: the labels of ``x`` in a model conditioned on labels."""
+        labels = self.labels_of(x, y)
+        z = self.encode(x, labels).sample((draws,))
+        if labels is not None:
+            labels = labels.expand(draws, *labels.shape).reshape(-1, *labels.shape[1:])
+        out = self.decode(z.reshape(-1, z.shape[-1]), labels).mean.view(draws, *x.shape)
         return out[0] if draws == 1 else out
 
     # ---------------------------------------------------------------- files
-    def save(self, run_dir: str | Path, train_config: Any = None) -> None:
-        """Write ``model.safetensors`` (and ``config.json`` if absent) into ``run_dir``."""
-        from .checkpoint import save_model
-
-        save_model(self, run_dir, train_config)
-
-    @classmethod
-    def load(cls, run_dir: str | Path, map_location: str | torch.device = "cpu") -> VAE:
-        """Rebuild a model from a run folder; weights only from safetensors."""
-        from .checkpoint import load_model
-
-        return load_model(run_dir, map_location)
+    # Saving and loading live in :mod:`varfam.checkpoint`, which owns this module:
+    # ``varfam.save(model, run_dir)`` and ``varfam.load(run_dir)``.
 
     def run_config(self, train_config: Any = None) -> RunConfig:
         model = self.config or ModelConfig()

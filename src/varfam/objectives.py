@@ -1,9 +1,9 @@
 """Training objectives: functions of the model's parts, not model subclasses.
 
-An objective is called as ``objective(model, x, epoch=e)`` and returns an
-:class:`ObjectiveResult` whose ``loss`` is minimised (a scalar, mean over the
-batch) and whose per-example terms ``elbo``, ``reconstruction`` and ``kl`` are
-(B,) tensors in nats.
+An objective is called as ``objective(model, x, epoch=e)`` (and ``y=labels`` for a
+model conditioned on labels) and returns an :class:`ObjectiveResult` whose ``loss``
+is minimised (a scalar, mean over the batch) and whose per-example terms ``elbo``,
+``reconstruction`` and ``kl`` are (B,) tensors in nats.
 
 The choice between an analytic KL and a Monte Carlo estimate is made in one
 place, :func:`kl_term`, and every objective and evaluation uses it.
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.distributions import Distribution, Independent, kl_divergence
-from torch.func import functional_call
 
 from .errors import VarfamError
+from .families.base import log_prob_module, stop_gradient_log_prob
 from .precision import fp32
 from .registry import OBJECTIVES
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "ObjectiveResult",
     "Objective",
+    "Terms",
     "Elbo",
     "Iwae",
     "kl_term",
@@ -85,46 +86,6 @@ def kl_per_dimension(q: Distribution, p: Distribution) -> Tensor | None:
         return None
 
 
-class _LogProbAt(nn.Module):
-    """``family(h).log_prob(z)`` as one module call (see :func:`stop_gradient_log_prob`)."""
-
-    def __init__(self, family: nn.Module) -> None:
-        super().__init__()
-        self.family = family
-
-    def forward(self, h: Tensor, z: Tensor) -> Tensor:
-        return self.family(h).log_prob(z)
-
-
-def stop_gradient_log_prob(family: nn.Module, h: Tensor, z: Tensor) -> Tensor:
-    """log q(z|x) with every parameter of ``family`` and the features ``h`` detached.
-
-    The value is ``family(h).log_prob(z)``, shape ``z.shape[:-1]``, in nats, but the
-    gradient reaches only ``z``, not the inference network's parameters: the
-    "stop-gradient" density of STL and DReG. Works for any family through
-    ``torch.func.functional_call``. The parameters are swapped for the detached ones
-    during the whole of building q *and* scoring z, because families whose
-    distribution calls a network lazily (IAF, Real NVP, the hierarchical family) read
-    their parameters inside ``log_prob``, after ``forward`` has returned.
-    """
-    params = {f"family.{name}": p.detach() for name, p in family.named_parameters()}
-    return functional_call(log_prob_module(family), params, (h.detach(), z))
-
-
-def log_prob_module(family: nn.Module) -> nn.Module:
-    """The module computing ``family(h).log_prob(z)``, made once per family and kept on it.
-
-    :class:`~varfam.families.base.Family` makes it when it is built, so a compiled
-    training step never creates a module (which would break its graph). It is kept
-    outside the module tree: not a submodule, not in ``state_dict``.
-    """
-    wrapper = family.__dict__.get("_log_prob_at")
-    if wrapper is None:
-        wrapper = _LogProbAt(family)
-        object.__setattr__(family, "_log_prob_at", wrapper)
-    return wrapper
-
-
 @dataclass
 class ObjectiveResult:
     """What an objective returns. ``loss`` is a scalar; the rest are (B,) tensors in nats."""
@@ -135,16 +96,68 @@ class ObjectiveResult:
     kl: Tensor
 
 
-class Objective:
-    """Base class: ``objective(model, x, epoch=...)`` → :class:`ObjectiveResult`.
+@dataclass
+class Terms:
+    """An objective's per-example terms for a batch, each (B,) in nats.
 
-    ``epoch`` is fractional (``epoch + i / n`` at batch i of n). A compiled training
-    step (``TrainConfig.compile``) passes it as a 0-d float64 tensor, so that a new
-    value does not recompile the step: use it in arithmetic, not in Python branches.
+    ``surrogate`` is what the loss maximizes (the loss is its negated batch mean) and
+    carries the gradients; ``elbo``, ``reconstruction`` and ``kl`` are reported.
     """
 
-    def __call__(self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0) -> ObjectiveResult:
+    surrogate: Tensor
+    elbo: Tensor
+    reconstruction: Tensor
+    kl: Tensor
+
+
+class Objective:
+    """Base class: ``objective(model, x, epoch=..., y=None)`` → :class:`ObjectiveResult`.
+
+    Subclasses implement :meth:`terms`, the per-example bound for ``x`` (and labels
+    ``y`` of a model conditioned on labels). ``epoch`` is fractional (``epoch + i / n``
+    at batch i of n). A compiled training step (``TrainConfig.compile``) passes it as
+    a 0-d float64 tensor, so that a new value does not recompile the step: use it in
+    arithmetic, not in Python branches.
+
+    With labels ``y`` (B,) int64 (``-1`` where hidden) the bound is conditioned on y
+    where it is known and sums y out exactly where it is hidden, and a model with a
+    classifier adds ``alpha · log q(y|x)`` for labelled rows
+    (:func:`varfam.semisupervised.labelled_objective`, the M2 objective of Kingma et al.
+    2014). ``alpha`` and ``labelled_share`` (N_labelled / N of the training data) are
+    options of every objective; the training loop sets them from the data.
+    """
+
+    alpha: float | None = None
+    labelled_share: float | None = None
+
+    def _labelled_options(self, owner: str, alpha: float | None,
+                          labelled_share: float | None) -> None:
+        if alpha is not None:
+            _non_negative(owner, alpha=alpha)
+        if labelled_share is not None and not (
+            isinstance(labelled_share, (int, float)) and 0 < labelled_share <= 1
+        ):
+            raise VarfamError(
+                f"{owner}: option labelled_share must be in (0, 1], got {labelled_share!r}"
+            )
+        self.alpha = None if alpha is None else float(alpha)
+        self.labelled_share = None if labelled_share is None else float(labelled_share)
+
+    def terms(
+        self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0, y: Tensor | None = None
+    ) -> Terms:
         raise NotImplementedError  # pragma: no cover
+
+    def __call__(
+        self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0, y: Tensor | None = None
+    ) -> ObjectiveResult:
+        if y is not None and model.uses_labels and model.condition.classifier is not None:
+            from .semisupervised import labelled_objective
+
+            return labelled_objective(self, model, x, y, epoch, alpha=self.alpha,
+                                      labelled_share=self.labelled_share)
+        t = self.terms(model, x, epoch, y if model.uses_labels else None)
+        return ObjectiveResult(-t.surrogate.mean(), t.elbo, t.reconstruction, t.kl)
 
 
 def _non_negative(owner: str, **values: float) -> None:
@@ -182,9 +195,16 @@ class Elbo(Objective):
     """
 
     def __init__(
-        self, *, beta: float = 1.0, warmup_epochs: float = 0.0, free_bits: float = 0.0
+        self,
+        *,
+        beta: float = 1.0,
+        warmup_epochs: float = 0.0,
+        free_bits: float = 0.0,
+        alpha: float | None = None,
+        labelled_share: float | None = None,
     ) -> None:
         _non_negative("elbo", beta=beta, warmup_epochs=warmup_epochs, free_bits=free_bits)
+        self._labelled_options("elbo", alpha, labelled_share)
         self.beta = float(beta)
         self.warmup_epochs = float(warmup_epochs)
         self.free_bits = float(free_bits)
@@ -198,11 +218,14 @@ class Elbo(Objective):
             return self.beta * ramp.clamp(0.0, 1.0)
         return self.beta * min(1.0, max(0.0, ramp))
 
-    def __call__(self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0) -> ObjectiveResult:
-        q = model.encode(x)
+    def terms(
+        self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0, y: Tensor | None = None
+    ) -> Terms:
+        y = model.labels_of(x, y)
+        q = model.encode(x, y)
         z = q.rsample()
-        recon = model.decode(z).log_prob(x)
-        p = model.prior_distribution()
+        recon = model.decode(z, y).log_prob(x)
+        p = model.prior_distribution(y)
         kl = kl_term(q, p, z)
         kl_for_loss = kl
         if self.free_bits > 0:
@@ -211,8 +234,7 @@ class Elbo(Objective):
                 kl_for_loss = per_dim.mean(0).clamp_min(self.free_bits).sum().expand_as(kl)
             else:  # a non-factorized q: the floor applies to the total KL
                 kl_for_loss = kl.mean().clamp_min(self.free_bits * z.shape[-1]).expand_as(kl)
-        loss = -(recon - self.kl_weight(epoch) * kl_for_loss).mean()
-        return ObjectiveResult(loss, recon - kl, recon, kl)
+        return Terms(recon - self.kl_weight(epoch) * kl_for_loss, recon - kl, recon, kl)
 
 
 @OBJECTIVES.register(
@@ -254,7 +276,15 @@ class Iwae(Objective):
     single-sample ELBO estimate, ≤ L_k on average). All are detached.
     """
 
-    def __init__(self, *, k: int = 5, estimator: str = "plain") -> None:
+    def __init__(
+        self,
+        *,
+        k: int = 5,
+        estimator: str = "plain",
+        alpha: float | None = None,
+        labelled_share: float | None = None,
+    ) -> None:
+        self._labelled_options("iwae", alpha, labelled_share)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise VarfamError(f"iwae: option k must be a positive integer, got {k!r}")
         if estimator not in ESTIMATORS:
@@ -265,33 +295,40 @@ class Iwae(Objective):
         self.k = k
         self.estimator = estimator
 
-    def log_weights(self, model: VAE, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(log w (k, B), z (k, B, D), KL (B,), log p(x|z) (k, B)) with this estimator's log q."""
-        h = model.encoder(x)
+    def log_weights(
+        self, model: VAE, x: Tensor, y: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(log w (k, B), z (k, B, D), KL (B,), log p(x|z) (k, B)) with this estimator's log q.
+
+        ``y``: the labels (B,) of a model conditioned on labels (q(z|x, y), p(z|y), p(x|z, y)).
+        """
+        y = model.labels_of(x, y)
+        h = model.features(x, y)
         with fp32(h.device.type):
-            h = h if h.dtype == torch.float64 else h.float()
             q = model.family(h)
             z = q.rsample((self.k,))
             if self.estimator == "plain":
                 log_q = q.log_prob(z)
             else:
                 log_q = stop_gradient_log_prob(model.family, h, z)
-            p = model.prior_distribution()
+            p = model.prior_distribution(y)
             log_pz = p.log_prob(z)
-        log_px = model.log_likelihood(x, z)
+        log_px = model.log_likelihood(x, z, y=y)
         with torch.no_grad():
             kl = kl_term(q, p, z, log_q=log_q, log_p=log_pz).mean(0)
         return log_px + log_pz - log_q, z, kl, log_px
 
-    def __call__(self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0) -> ObjectiveResult:
-        log_w, z, kl, log_px = self.log_weights(model, x)
+    def terms(
+        self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0, y: Tensor | None = None
+    ) -> Terms:
+        log_w, z, kl, log_px = self.log_weights(model, x, y)
         bound = torch.logsumexp(log_w, dim=0) - math.log(self.k)  # (B,)
         if self.estimator == "dreg":
             w = torch.softmax(log_w.detach(), dim=0)  # normalized weights (k, B)
             if z.requires_grad:
                 z.register_hook(lambda grad: grad * w.unsqueeze(-1).to(grad.dtype))
             surrogate = (w * log_w).sum(0)
-            loss = -(bound.detach() + surrogate - surrogate.detach()).mean()
+            objective = bound.detach() + surrogate - surrogate.detach()
         else:
-            loss = -bound.mean()
-        return ObjectiveResult(loss, bound.detach(), log_px.detach().mean(0), kl)
+            objective = bound
+        return Terms(objective, bound.detach(), log_px.detach().mean(0), kl)

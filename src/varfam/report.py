@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .checkpoint import load_run_config, write_text_atomic
+from .metrics import append_record, jsonable, read_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -46,31 +47,6 @@ __all__ = [
 ]
 
 REPORT = "report.html"
-METRICS = "metrics.jsonl"
-
-
-# ---------------------------------------------------------------- metrics.jsonl
-def read_metrics(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(epoch lines, eval lines) of a run's ``metrics.jsonl``; lines that are not JSON are skipped.
-
-    Epoch lines are those without ``"kind"``; eval lines have ``"kind": "eval"``.
-    """
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
-        return [], []
-    epochs, evals = [], []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-        if not isinstance(record, dict):
-            continue
-        if "kind" not in record:
-            epochs.append(record)
-        elif record["kind"] == "eval":
-            evals.append(record)
-    return epochs, evals
 
 
 def append_eval_line(run_dir: str | Path, metrics: dict[str, Any], **context: Any) -> dict:
@@ -83,25 +59,8 @@ def append_eval_line(run_dir: str | Path, metrics: dict[str, Any], **context: An
         **context,
         **metrics,
     }
-    record = _jsonable(record)
-    with (Path(run_dir) / METRICS).open("a") as f:
-        f.write(json.dumps(record, allow_nan=False) + "\n")
-    return record
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values: non-finite floats become ``None``, tensors and tuples lists."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
+    append_record(run_dir, record)
+    return jsonable(record)
 
 
 # ---------------------------------------------------------------- pictures → base64
@@ -132,6 +91,17 @@ def _grid_png(images: torch.Tensor, ncol: int) -> bytes:
 
     h = as_images(images).shape[-2]
     return _image_png(image_grid(images, ncol, scale=max(1, 56 // h)))
+
+
+def _class_grid_png(model: VAE, per_class: int) -> bytes:
+    """Class-conditional samples, one row per class, each row named (see :func:`viz.class_grid`)."""
+    from .viz import as_images, class_grid, image_grid, label_rows
+
+    images = class_grid(model, per_class)
+    h = as_images(images).shape[-2]
+    names = list(model.condition.names)
+    return _image_png(label_rows(image_grid(images, per_class, scale=max(1, 56 // h)), names,
+                                 len(names)))
 
 
 def _img_tag(png: bytes, alt: str) -> str:
@@ -185,7 +155,8 @@ def _metrics_rows(m: dict[str, Any], epochs: list[dict[str, Any]]) -> list[tuple
     k = m.get("iw", 0)
     rows = [
         ("test examples", _fmt(m["n"])),
-        ("test ELBO (nats)", _fmt(m["elbo"], se=m.get("elbo_se"))),
+        ("test ELBO (nats): these test examples, fresh draws of z",
+         _fmt(m["elbo"], se=m.get("elbo_se"))),
         ("reconstruction E_q log p(x|z) (nats)", _fmt(m["reconstruction"])),
         ("KL(q(z|x) ‖ p(z)) (nats)", _fmt(m["kl"])),
         (f"log p(x), importance sampled, K = {k} (nats)",
@@ -194,6 +165,18 @@ def _metrics_rows(m: dict[str, Any], epochs: list[dict[str, Any]]) -> list[tuple
         ("inference gap log p(x) − ELBO (nats)",
          _fmt(m.get("inference_gap"), se=m.get("inference_gap_se"))),
     ]
+    if m.get("conditional"):  # a model conditioned on labels, measured with the test labels
+        rows[1:5] = [
+            ("test ELBO of log p(x|y) (nats)", _fmt(m["elbo"], se=m.get("elbo_se"))),
+            ("reconstruction E_q log p(x|z, y) (nats)", _fmt(m["reconstruction"])),
+            ("KL(q(z|x, y) ‖ p(z|y)) (nats)", _fmt(m["kl"])),
+            (f"log p(x|y), importance sampled, K = {k} (nats)",
+             _fmt(m.get("log_likelihood"), se=m.get("log_likelihood_se"))),
+        ]
+    if m.get("accuracy") is not None or m.get("marginal_log_likelihood") is not None:
+        rows += [("test accuracy of q(y|x)", _fmt(m.get("accuracy"), 4)),
+                 (f"log p(x), y summed out, K = {k} per class (nats)",
+                  _fmt(m.get("marginal_log_likelihood"), se=m.get("marginal_log_likelihood_se")))]
     if m.get("elbo_bpd") is not None:
         rows += [("−ELBO (bits/dim)", _fmt(m["elbo_bpd"], 4)),
                  ("−log p(x) (bits/dim)", _fmt(m.get("log_likelihood_bpd"), 4))]
@@ -205,6 +188,11 @@ def _metrics_rows(m: dict[str, Any], epochs: list[dict[str, Any]]) -> list[tuple
          _fmt(m.get("probe_accuracy"), 3)),
     ]
     if epochs:
+        scored = [r for r in epochs if "test_elbo" in r]
+        if scored:  # what training printed: other draws of z, and all of the test set
+            rows.append((f"test ELBO at training's last evaluation (epoch {scored[-1]['epoch']}, "
+                         "the whole test set, the draws of z made then) (nats)",
+                         _fmt(scored[-1]["test_elbo"])))
         secs = [r["epoch_seconds"] for r in epochs if "epoch_seconds" in r]
         rows.append(("seconds per epoch (training)", _fmt(sum(secs) / len(secs) if secs else None)))
     rows.append(("evaluation time (s)", _fmt(m.get("seconds"), 1)))
@@ -234,15 +222,27 @@ def _pictures(model: VAE, x: torch.Tensor, labels: torch.Tensor | None,
     )
 
     out = []
-    rec, per_row = reconstruction_grid(model, x[:16], draws=1)
+    y = labels if model.uses_labels else None  # what a model conditioned on labels reads
+    label, label_text = None, ""  # the class of the traversals and the manifold
+    if model.uses_labels:
+        label = int(model.labels_of(x[:1].to(model.device), None if y is None else y[:1])[0])
+        label_text = f", decoded as class {html.escape(model.condition.names[label])}"
+    rec, per_row = reconstruction_grid(model, x[:16], draws=1, y=None if y is None else y[:16])
     out.append(("reconstructions", "Reconstructions", _img_tag(_grid_png(rec, 4 * per_row),
                "reconstructions") + '<p class="note">Pairs: test input, then the decoded mean '
-               "of one z ~ q(z|x).</p>"))
-    out.append(("samples", "Prior samples", _img_tag(_grid_png(model.sample(64), 8), "samples")
-               + '<p class="note">Decoded means of 64 draws z ~ p(z).</p>'))
+               + ("of one z ~ q(z|x, y), decoded with the input's label y.</p>"
+                  if model.uses_labels else "of one z ~ q(z|x).</p>")))
+    if model.uses_labels:
+        out.append(("samples", "Samples per class", _img_tag(_class_grid_png(model, 8),
+                   "samples per class") + '<p class="note">One row per class, named on the '
+                   "left: decoded means of 8 draws z ~ p(z|y) with that class y.</p>"))
+    else:
+        out.append(("samples", "Prior samples", _img_tag(_grid_png(model.sample(64), 8),
+                   "samples") + '<p class="note">Decoded means of 64 draws z ~ p(z).</p>'))
     pairs = min(4, x.shape[0] // 2)
     if pairs:
-        path = interpolation_grid(model, x[: 2 * pairs], steps=10)
+        path = interpolation_grid(model, x[: 2 * pairs], steps=10,
+                                  y=None if y is None else y[: 2 * pairs])
         body = _img_tag(_grid_png(path, 10), "interpolations")
         body += '<p class="note">Each row decodes the straight line (the great circle on the ' \
                 "sphere) between the latent means of two test inputs.</p>"
@@ -254,25 +254,27 @@ def _pictures(model: VAE, x: torch.Tensor, labels: torch.Tensor | None,
     base = None
     if support == "real":
         try:
-            mean = model.prior_distribution().mean.float()
+            p = model.prior_distribution(None if label is None else [label])
+            mean = p.mean.float().reshape(-1)
             base = mean if bool(torch.isfinite(mean).all()) else None
         except (NotImplementedError, AttributeError, RuntimeError):
             base = None
     base_text = "the prior's mean"
     if base is None:
-        base = to_latent_support(model.encode_location(x[:1].to(model.device))[0], support)
+        first = model.encode_location(x[:1].to(model.device), None if label is None else [label])
+        base = to_latent_support(first[0], support)
         base_text = "the latent mean of the first test example"
     score = m.get("kl_per_dim") or m["latent_variance"]
     score_name = "KL per dimension" if m.get("kl_per_dim") else "variance of the latent means"
     order = sorted(range(len(score)), key=lambda u: -score[u])[:10]
     steps = 9
-    grid = traversal_grid(model, base, order, steps=steps, span=3.0)
+    grid = traversal_grid(model, base, order, steps=steps, span=3.0, label=label)
     caption = ", ".join(f"z{u + 1} ({score[u]:.2f})" for u in order)
     more = f" (the top {len(order)} of {len(score)})" if len(order) < len(score) else ""
     out.append(("traversals", "Latent traversals", _img_tag(_grid_png(grid, steps), "traversals")
                + f'<p class="note">One row per latent dimension{more}, ordered by {score_name}: '
                f"{html.escape(caption)}. Each row varies that dimension over −3..3 around "
-               f"{base_text} (other coordinates fixed).</p>"))
+               f"{base_text} (other coordinates fixed){label_text}.</p>"))
 
     with tempfile.TemporaryDirectory() as tmp:
         png = save_latent_map(model, x, labels, Path(tmp) / "latent.png").read_bytes()
@@ -284,10 +286,10 @@ def _pictures(model: VAE, x: torch.Tensor, labels: torch.Tensor | None,
         from .evaluate import latent_locations
 
         n = 15
-        grid = manifold_grid(model, n=n, locations=latent_locations(model, x))
+        grid = manifold_grid(model, n=n, locations=latent_locations(model, x, y=y), label=label)
         out.append(("manifold", "Decoded manifold", _img_tag(_grid_png(grid, n), "manifold")
                    + '<p class="note">A 15 × 15 grid over the 2-D latent square, decoded '
-                   "(z1 left to right, z2 top to bottom decreasing).</p>"))
+                   f"(z1 left to right, z2 top to bottom decreasing){label_text}.</p>"))
     return out
 
 
@@ -308,7 +310,12 @@ def render_report(run_dir: Path, model: VAE, cfg_dict: dict[str, Any], x: torch.
     sections.append(_section("training-curves", "Training curves", body))
     rows = "".join(f"<tr><th>{html.escape(a)}</th><td>{html.escape(b)}</td></tr>"
                    for a, b in _metrics_rows(m, epochs))
-    body = f"<table>{rows}</table>"
+    body = f"<table>{rows}</table>" + (
+        '<p class="note">Two test ELBOs can appear above and differ: this report\'s own, on '
+        f"the first {m['n']} test examples with fresh draws of z (seed {seed}), and the one "
+        "training printed, from its last evaluation of the whole test set with the draws "
+        "of z made then. Both estimate the same mean; they differ by sampling noise (the "
+        "± is one standard error) and by the examples included.</p>")
     if m.get("kl_per_dim"):
         body += _img_tag(_figure_png(_bar_chart(m["kl_per_dim"], "KL (nats)")), "KL per dimension")
     body += _img_tag(_figure_png(_bar_chart(m["latent_variance"], "Var_x E_q[z_u]", 0.01)),
@@ -333,19 +340,24 @@ def write_report(
     limit: int | None = 500,
     seed: int = 0,
     record: bool = True,
+    model: VAE | None = None,
 ) -> Path:
     """Measure a run and write ``RUN/report.html``; returns its path.
 
     ``data`` is another dataset (name, path or :class:`~varfam.data.Dataset`) to
     evaluate on instead of the run's own. The metrics use ``iw`` importance samples
     on the first ``limit`` test examples and, with ``record``, are appended to
-    ``metrics.jsonl`` as an eval line (``"source": "report"``).
+    ``metrics.jsonl`` as an eval line (``"source": "report"``). ``model``: the run's
+    model already in memory (as saved), instead of loading it from the folder again.
     """
     from .evaluate import evaluate, run_eval_data
     from .runs import open_run
 
     run_dir = Path(run_dir)
-    model, cfg = open_run(run_dir)
+    if model is None:
+        model, cfg = open_run(run_dir)
+    else:
+        cfg = load_run_config(run_dir)
     ds = run_eval_data(cfg, data)
     m = evaluate(model, ds, iw=iw, limit=limit, seed=seed)
     if record:
@@ -377,7 +389,8 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "family": _with_options(cfg.model.family, cfg.model.family_options),
         "prior": _with_options(cfg.model.prior, cfg.model.prior_options),
         "likelihood": _with_options(cfg.model.likelihood, cfg.model.likelihood_options),
-        "objective": _with_options(cfg.train.objective, cfg.train.objective_options),
+        "objective": (_with_options(cfg.train.objective, cfg.train.objective_options)
+                      if cfg.train_recorded else None),  # a model saved without training
         "latent_dim": cfg.model.latent_dim,
         "epochs": last.get("epoch"),
         "test_elbo": scored[-1]["test_elbo"] if scored else None,

@@ -8,31 +8,64 @@ import torch
 from torch import Tensor
 
 from .checkpoint import load_model, load_run_config
-from .config import RunConfig
-from .data import Dataset, load_dataset
+from .config import RunConfig, TrainConfig
+from .data import Dataset, binarize_fixed, load_dataset, split_seed
+from .data.binarize import Split
+from .errors import VarfamError
 from .model import VAE
-from .train import binarize_fixed
 
-__all__ = ["open_run", "run_dataset", "run_test_data"]
+__all__ = ["open_run", "run_dataset", "run_test_data", "scored_test_inputs", "scored_inputs"]
 
 
 def open_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[VAE, RunConfig]:
-    """Load a run folder's model (eval mode, on ``device``) and its validated config."""
+    """Load a run folder's model (eval mode, on ``device``) and its validated config.
+
+    ``run_dir`` may be a Hub run, ``hf://USER/REPO[@REVISION]`` (:mod:`varfam.hub`).
+    """
+    from .hub import resolve_run
+
+    run_dir = resolve_run(run_dir)
     cfg = load_run_config(run_dir)
     return load_model(run_dir, device), cfg
 
 
 def run_dataset(cfg: RunConfig, data: str | None = None) -> Dataset:
-    """The dataset a run trained on (or ``data`` instead), with the run's limit applied."""
+    """The dataset a run trained on (or ``data`` instead), with the run's limits applied.
+
+    A run whose ``config.json`` records no training (``cfg.train_recorded`` false)
+    names no data: ``data`` must be given.
+    """
     t = cfg.train
-    ds = load_dataset(data or t.data, data_dir=t.data_dir, image_size=t.image_size, key=t.data_key)
-    return ds.limit(t.limit) if data is None else ds
+    if data is None and not cfg.train_recorded:
+        raise VarfamError(
+            "this run's config.json records no training data (the model was saved "
+            "without a TrainConfig); name the data with --data"
+        )
+    m = cfg.model  # a table run converts any table with its saved columns
+    columns = m.likelihood_options.get("columns") if m.likelihood == "mixed" else None
+    mask = t.mask if data is None or t.mask == "nan" else None
+    ds = load_dataset(data or t.data, data_dir=t.data_dir, image_size=t.image_size, key=t.data_key,
+                      label_column=t.label_column, column_types=t.column_types, columns=columns,
+                      mask=mask)
+    return ds.limit(t.limit, t.test_limit) if data is None else ds
 
 
 def run_test_data(cfg: RunConfig, data: str | None = None) -> tuple[Tensor, Tensor | None]:
     """Test inputs exactly as the run evaluated them (binarized with the run's fixed seed)."""
     ds = run_dataset(cfg, data)
-    x = ds.test
-    if cfg.train.binarize != "none":
-        x = binarize_fixed(x, cfg.train.seed + 1)
-    return x, ds.test_labels
+    return scored_test_inputs(ds, cfg.train), ds.test_labels
+
+
+def scored_test_inputs(ds: Dataset, train: TrainConfig) -> Tensor:
+    """``ds.test`` as a run with ``train`` scores it: binarized once with the test seed
+    when the run binarizes, else as it is."""
+    return scored_inputs(ds, train, "test")
+
+
+def scored_inputs(ds: Dataset, train: TrainConfig, split: Split) -> Tensor:
+    """The ``train`` or ``test`` part of ``ds`` as a run with ``train`` sees it: binarized
+    once with that split's seed when the run binarizes, else as it is."""
+    x = ds.train if split == "train" else ds.test
+    if train.binarize == "none":
+        return x
+    return binarize_fixed(x, split_seed(train.seed, split))

@@ -5,7 +5,9 @@
 - ``.npy`` / ``.npz`` files (see :mod:`varfam.data.arrays` for layouts and values);
 - an IDX file (``*idx*-ubyte``, plain or ``.gz``) holding one array;
 - a folder with the four MNIST-style IDX files (keeps their own train/test split);
-- any other folder: the images in it (see :mod:`varfam.data.images`).
+- any other folder: the images in it (see :mod:`varfam.data.images`);
+- a table: ``.csv``, ``.tsv``, ``.parquet``, or a 2-D ``.npy``/``.npz`` with NaN
+  cells (see :mod:`varfam.data.tables`), read as a :class:`TableDataset`.
 
 User data without its own split gets a fixed seeded split: 10 % test, at least one.
 
@@ -17,14 +19,17 @@ User data without its own split gets a fixed seeded split: 10 % test, at least o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..errors import VarfamError, suggest
-from ..registry import DATASETS
-from . import named  # noqa: F401  (registers the named datasets)
+from ..registry import DATASETS, accepted_options
+from . import named, tables  # noqa: F401  (register the named datasets and tables)
 from .arrays import from_array, read_array_file
 from .base import Dataset, check_image_size, split
+from .binarize import binarize_fixed, split_seed
 from .idx import find_idx_files, read_idx, read_idx_folder
 from .images import IMAGE_SUFFIXES, read_image_folder
+from .tables import TABLE_SUFFIXES, Table, TableDataset, load_table
 
 __all__ = [
     "Dataset",
@@ -34,6 +39,11 @@ __all__ = [
     "read_idx",
     "read_idx_folder",
     "read_image_folder",
+    "binarize_fixed",
+    "split_seed",
+    "Table",
+    "TableDataset",
+    "load_table",
 ]
 
 
@@ -42,12 +52,16 @@ def _is_idx_name(name: str) -> bool:
     return name.endswith(("ubyte", ".idx")) or "-idx" in name or ".idx" in name
 
 
-def _read_path(path: Path, *, key: str | None, image_size: int | None) -> Dataset:
+def _read_path(path: Path, *, key: str | None, image_size: int | None,
+               table: dict[str, Any]) -> Dataset:
     if path.is_dir():
         if len(find_idx_files(path)) == 4:
             return read_idx_folder(path, path.resolve().name, image_size=image_size)
         return read_image_folder(path, image_size=image_size)
     suffix = path.suffix.lower()
+    if suffix in TABLE_SUFFIXES or (suffix in (".npy", ".npz") and (
+            table or tables.is_table_array(path, key))):
+        return tables.read_table_dataset(path, key=key, **table)
     if suffix in (".npy", ".npz"):
         return read_array_file(path, key=key, image_size=image_size)
     if _is_idx_name(path.name):
@@ -59,7 +73,7 @@ def _read_path(path: Path, *, key: str | None, image_size: int | None) -> Datase
         )
     raise VarfamError(
         f"cannot tell what {path} holds; --data takes a dataset name, a .npy/.npz file, "
-        "an IDX file (*-idx3-ubyte[.gz]) or a folder of images"
+        "an IDX file (*-idx3-ubyte[.gz]), a folder of images or a table (.csv, .tsv, .parquet)"
     )
 
 
@@ -69,17 +83,39 @@ def load_dataset(
     data_dir: str | None = None,
     image_size: int | None = None,
     key: str | None = None,
+    label_column: str | None = None,
+    column_types: str | None = None,
+    columns: list[Any] | None = None,
+    mask: str | None = None,
 ) -> Dataset:
     """Load a named dataset (``varfam list``) or a user path (see the module doc).
 
     ``data_dir``: the folder of a named dataset's files. ``image_size``: resize every
     image to ``image_size`` squared. ``key``: the array to read from a ``.npz`` with
-    several. Options that do not apply to ``spec`` are ignored (a saved run passes
-    its own along). Anything wrong with ``spec`` or its files raises :class:`VarfamError`.
+    several. Tables: ``label_column``, ``column_types`` (a file), ``columns`` (a saved
+    model's columns, :mod:`varfam.data.tables`). ``mask``: cells to hide (a ``.npy``
+    of booleans, True = missing) or ``"nan"`` (:mod:`varfam.data.masks`). Options that
+    do not apply to ``spec`` are ignored (a saved run passes its own along). Anything
+    wrong with ``spec`` or its files raises :class:`VarfamError`.
     """
     image_size = check_image_size(image_size)
+    table = {k: v for k, v in (("label_column", label_column), ("column_types", column_types),
+                               ("columns", columns)) if v is not None}
+    ds = _load(spec, data_dir, image_size, key, table, nan_missing=mask == "nan")
+    if mask is not None and mask != "nan":
+        from .masks import apply_mask
+
+        ds = apply_mask(ds, mask)
+    return ds
+
+
+def _load(spec: str, data_dir: str | None, image_size: int | None, key: str | None,
+          table: dict[str, Any], nan_missing: bool) -> Dataset:
     if spec in DATASETS:
-        return DATASETS.get(spec)(data_dir=data_dir, image_size=image_size)
+        target = DATASETS.get(spec)
+        accepted = accepted_options(target)
+        return target(data_dir=data_dir, image_size=image_size,
+                      **{k: v for k, v in table.items() if k in accepted})
     path = Path(str(spec)).expanduser()
     try:
         exists = bool(str(spec)) and path.exists()
@@ -90,4 +126,8 @@ def load_dataset(
             f"'{spec}' is neither a known dataset{suggest(str(spec), DATASETS.names())} "
             f"({', '.join(DATASETS.names())}) nor an existing file or folder"
         )
-    return _read_path(path, key=key, image_size=image_size)
+    if nan_missing and path.suffix.lower() in (".npy", ".npz"):
+        from .masks import read_array_with_nan
+
+        return read_array_with_nan(path, key=key, image_size=image_size)
+    return _read_path(path, key=key, image_size=image_size, table=table)

@@ -16,15 +16,20 @@ constructor arguments, so the registry can check and record them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
 from torch import Tensor, nn
 from torch.distributions import Distribution
+from torch.func import functional_call
 
-from ..objectives import log_prob_module
+from ..parts import TrainingHooks
 
-__all__ = ["Family"]
+__all__ = ["Family", "log_prob_module", "stop_gradient_log_prob"]
 
 
-class Family(nn.Module):
+class Family(TrainingHooks, nn.Module):
     """Amortized q(z|x): encoder features ``h`` (B, F) → Distribution over z (event (D,)).
 
     Subclasses set ``default_prior`` when N(0, I) is not the natural prior (the
@@ -40,6 +45,9 @@ class Family(nn.Module):
     #: ``"unit-cube"`` (Lebesgue on (0, 1)^D). The contract tests integrate
     #: densities over this support.
     latent_support: str = "real"
+    #: Options of ``default_prior`` that must match the family (a relaxed categorical's
+    #: number of categories and temperature); the model merges them into the prior's.
+    default_prior_options: Mapping[str, Any] = MappingProxyType({})
 
     def __init__(self, feature_dim: int, latent_dim: int) -> None:
         super().__init__()
@@ -59,3 +67,43 @@ class Family(nn.Module):
         distribution has no closed-form mean override this.
         """
         return self(h).mean
+
+
+class _LogProbAt(nn.Module):
+    """``family(h).log_prob(z)`` as one module call (see :func:`stop_gradient_log_prob`)."""
+
+    def __init__(self, family: nn.Module) -> None:
+        super().__init__()
+        self.family = family
+
+    def forward(self, h: Tensor, z: Tensor) -> Tensor:
+        return self.family(h).log_prob(z)
+
+
+def stop_gradient_log_prob(family: nn.Module, h: Tensor, z: Tensor) -> Tensor:
+    """log q(z|x) with every parameter of ``family`` and the features ``h`` detached.
+
+    The value is ``family(h).log_prob(z)``, shape ``z.shape[:-1]``, in nats, but the
+    gradient reaches only ``z``, not the inference network's parameters: the
+    "stop-gradient" density of STL and DReG. Works for any family through
+    ``torch.func.functional_call``. The parameters are swapped for the detached ones
+    during the whole of building q *and* scoring z, because families whose
+    distribution calls a network lazily (IAF, Real NVP, the hierarchical family) read
+    their parameters inside ``log_prob``, after ``forward`` has returned.
+    """
+    params = {f"family.{name}": p.detach() for name, p in family.named_parameters()}
+    return functional_call(log_prob_module(family), params, (h.detach(), z))
+
+
+def log_prob_module(family: nn.Module) -> nn.Module:
+    """The module computing ``family(h).log_prob(z)``, made once per family and kept on it.
+
+    :class:`~varfam.families.base.Family` makes it when it is built, so a compiled
+    training step never creates a module (which would break its graph). It is kept
+    outside the module tree: not a submodule, not in ``state_dict``.
+    """
+    wrapper = family.__dict__.get("_log_prob_at")
+    if wrapper is None:
+        wrapper = _LogProbAt(family)
+        object.__setattr__(family, "_log_prob_at", wrapper)
+    return wrapper

@@ -40,6 +40,7 @@ from torch.distributions import (
 from torch.distributions.transforms import ReshapeTransform
 
 from ..errors import VarfamError
+from ..parts import TrainingHooks
 from ..priors import Encode, Prior
 from ..registry import FAMILIES, PRIORS
 from .base import Family
@@ -61,7 +62,7 @@ def annealed_temperature(initial: float, rate: float, minimum: float, epoch: flo
     return max(float(minimum), float(initial) * math.exp(-rate * epoch))
 
 
-class _Annealed(nn.Module):
+class _Annealed(TrainingHooks, nn.Module):
     """Holds the temperature options, checks them, and the current temperature buffer."""
 
     def _init_temperature(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent
 
 from ..errors import VarfamError
+from ..parts import TrainingHooks
 
 __all__ = ["Likelihood", "check_unit_interval", "check_finite"]
 
 
-class Likelihood(nn.Module):
+class Likelihood(TrainingHooks, nn.Module):
     """p(x|z) for data of shape ``data_shape``; subclasses set ``params_per_value``.
 
     ``forward(params)`` maps decoder output (B, P, *data_shape) to a Distribution
@@ -28,6 +31,11 @@ class Likelihood(nn.Module):
 
     def forward(self, params: Tensor) -> Distribution:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def observe(self, x: Tensor) -> Any:
+        """What ``log_prob`` computes from ``x`` (B, *data_shape) alone, to be reused across
+        many batches of latents (see :meth:`varfam.VAE.observe`); ``None`` when nothing is."""
+        return None
 
     def check_data(self, x: Tensor) -> None:
         """Raise :class:`VarfamError` if ``x`` lies outside this likelihood's support."""

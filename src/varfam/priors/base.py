@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
 from ..errors import VarfamError
+from ..parts import TrainingHooks
 from ..registry import PRIORS
 
 __all__ = ["Prior", "StandardNormal", "Encode", "positive_int"]
@@ -24,7 +25,7 @@ def positive_int(owner: str, name: str, value: object) -> int:
     return value
 
 
-class Prior(nn.Module):
+class Prior(TrainingHooks, nn.Module):
     """p(z) over R^D (or the part of it a family lives on).
 
     Subclasses implement ``forward(encode)`` returning a Distribution with
@@ -39,6 +40,14 @@ class Prior(nn.Module):
 
     def forward(self, encode: Encode | None = None) -> Distribution:  # pragma: no cover
         raise NotImplementedError
+
+    def given_label(self, encode: Encode | None, y: Tensor) -> Distribution:
+        """p(z|y) for class labels ``y`` (B,) int64 of a model conditioned on labels.
+
+        A prior that reads y returns batch_shape (B,); this default ignores y and
+        returns p(z) itself (batch_shape ``()``), so every prior keeps its meaning.
+        """
+        return self(encode)
 
 
 @PRIORS.register("standard", "standard normal N(0, I)", "Kingma & Welling 2014")

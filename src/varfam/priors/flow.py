@@ -15,13 +15,47 @@ order of the coordinates.
 
 from __future__ import annotations
 
-import zuko
+import importlib
+from types import ModuleType
+
 from torch.distributions import Distribution
 
 from ..registry import PRIORS
 from .base import Encode, Prior, positive_int
 
 __all__ = ["FlowPrior"]
+
+
+def _zuko_flows() -> ModuleType:
+    """``zuko.flows``, imported on first use without the global change zuko makes.
+
+    Importing zuko sets ``Distribution._validate_args = False`` and
+    ``Distribution.arg_constraints = {}`` for every torch distribution in the process;
+    both are put back as they were, so building a flow prior leaves the user's torch
+    settings alone. zuko's own distributions that relied on the global empty
+    ``arg_constraints`` get it as a class attribute of their own instead.
+    """
+    saved = {name: Distribution.__dict__[name] for name in ("_validate_args", "arg_constraints")}
+    try:
+        flows = importlib.import_module("zuko.flows")
+        zuko_distributions = importlib.import_module("zuko.distributions")
+    finally:
+        for name, value in saved.items():
+            setattr(Distribution, name, value)
+    for value in vars(zuko_distributions).values():
+        if (isinstance(value, type) and issubclass(value, Distribution)
+                and value.__module__.startswith("zuko")
+                and _inherits_torch_arg_constraints(value)):
+            value.arg_constraints = {}
+    return flows
+
+
+def _inherits_torch_arg_constraints(cls: type) -> bool:
+    """Whether ``cls`` declares no ``arg_constraints`` of its own nor in a parent below torch's."""
+    for klass in cls.__mro__:
+        if "arg_constraints" in klass.__dict__:
+            return klass is Distribution
+    return True
 
 
 @PRIORS.register(
@@ -53,7 +87,7 @@ class FlowPrior(Prior):
         super().__init__(latent_dim, data_shape)
         self.flow_steps = positive_int("flow prior", "flow_steps", flow_steps)
         self.hidden = positive_int("flow prior", "hidden", hidden)
-        self.flow = zuko.flows.MAF(
+        self.flow = _zuko_flows().MAF(
             features=latent_dim, transforms=flow_steps, hidden_features=(hidden, hidden)
         )
 
