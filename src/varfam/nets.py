@@ -187,3 +187,6 @@ def conv(
     data_shape: tuple[int, ...], hidden: tuple[int, ...], latent_dim: int, out_params: int
 ) -> tuple[nn.Module, nn.Module]:
     return ConvEncoder(data_shape, hidden), ConvDecoder(data_shape, hidden, latent_dim, out_params)
+
+
+from . import nets_tabular as _tabular  # noqa: E402,F401  (registers the tabular architecture)

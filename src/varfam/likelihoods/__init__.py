@@ -11,8 +11,9 @@ a one-line :class:`~varfam.errors.VarfamError`. ``discrete`` is True where
 Built in: ``bernoulli``, ``continuous-bernoulli`` (``bernoulli.py``);
 ``gaussian``, ``laplace`` (``location_scale.py``); ``discretized-logistic``,
 ``categorical`` (``eight_bit.py``); ``autoregressive-bernoulli``
-(``autoregressive.py``). Losses are computed from logits, never from
-``sigmoid`` followed by BCE. Every module of this package is imported here.
+(``autoregressive.py``); ``mixed``, tables with missing cells (``mixed.py``).
+Losses are computed from logits, never from ``sigmoid`` followed by BCE. Every
+module of this package is imported here.
 
 Two optional hooks serve likelihoods that read the data themselves (the
 autoregressive one): the distribution may offer ``log_prob_tiled(x, lead,
@@ -39,6 +40,7 @@ from .eight_bit import (
     check_eight_bit,
 )
 from .autoregressive import AutoregressiveBernoulliLikelihood, LocalAutoregressiveBernoulli
+from .mixed import MixedColumns, MixedLikelihood, OrderedLogistic
 # isort: on
 
 for _info in pkgutil.iter_modules(__path__):
@@ -60,4 +62,7 @@ __all__ = [
     "EightBitCategorical",
     "AutoregressiveBernoulliLikelihood",
     "LocalAutoregressiveBernoulli",
+    "MixedLikelihood",
+    "MixedColumns",
+    "OrderedLogistic",
 ]
