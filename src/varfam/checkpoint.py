@@ -142,10 +142,15 @@ def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Pa
 
 
 def load_model(run_dir: str | Path, map_location: str | torch.device = "cpu") -> VAE:
-    """Rebuild the model of a run folder from ``config.json`` and ``model.safetensors``."""
+    """Rebuild the model of a run folder from ``config.json`` and ``model.safetensors``.
+
+    ``run_dir`` may be a Hub run, ``hf://USER/REPO[@REVISION]``: it is downloaded
+    into the Hugging Face cache first (:func:`varfam.hub.download`).
+    """
+    from .hub import resolve_run
     from .model import VAE
 
-    run_dir = Path(run_dir)
+    run_dir = resolve_run(run_dir)
     cfg = load_run_config(run_dir)
     weights = run_dir / WEIGHTS
     if not weights.is_file():
