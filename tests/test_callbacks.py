@@ -305,3 +305,12 @@ def test_flow_prior_works_with_argument_validation_on() -> None:
         warnings.simplefilter("error")
         p = model.prior_distribution()
         assert p.log_prob(torch.zeros(3, 2)).shape == (3,)
+
+
+def test_the_loop_reads_in_short_functions() -> None:
+    """Each step of the loop is a short named function (nanoGPT's shape, not one 200-line
+    function with nine parameters)."""
+    tree = ast.parse((SRC / "train.py").read_text())
+    long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(tree)
+            if isinstance(n, ast.FunctionDef) and n.end_lineno - n.lineno + 1 > 60]
+    assert long == []

@@ -18,7 +18,7 @@ then reaches ``metrics.jsonl`` and every tracker:
 ...     def on_train_start(self, run):
 ...         self.model = run.model
 ...     def on_epoch_end(self, state, metrics):
-...         metrics["weight_norm"] = sum(float(p.norm()) for p in self.model.parameters())
+...         metrics["weight_norm"] = sum(float(p.detach().norm()) for p in self.model.parameters())
 >>> data = varfam.data.split(torch.rand(64, 1, 8, 8), None, n_test=16, seed=0, name="toy")
 >>> model = varfam.VAE.build(data_shape=(1, 8, 8), latent_dim=2, hidden=(16,))
 >>> result = varfam.train(model, data, epochs=1, callbacks=[WeightNorm()])
