@@ -9,6 +9,7 @@ True
 """
 
 from . import data, families, likelihoods, objectives, priors  # noqa: F401  (register parts)
+from ._version import __version__  # noqa: F401  (varfam.__version__)
 from .callbacks import Callback, TrainingRun
 from .checkpoint import load_model as load
 from .checkpoint import save_model as save
@@ -40,4 +41,3 @@ __all__ = [
     "ALL_REGISTRIES",
 ]
 
-__version__ = "0.1.0"

@@ -8,16 +8,15 @@ last complete file readable. Loading never unpickles anything.
 
 One training at a time writes a run folder: :class:`RunLock` holds an
 exclusive ``flock`` on ``.lock`` (which records the holder's PID) for as long as
-the training runs; the kernel releases it when the process ends, even by
-SIGKILL, so no stale lock is left behind.
+the training runs and removes the file when it ends; the kernel releases the lock
+when the process ends, even by SIGKILL, so a file left by a killed training locks
+nothing. Every file gets ordinary permissions (``0o666`` less the umask).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import RunConfig, TrainConfig
 from .errors import VarfamError
+from .files import CHECKPOINT, CONFIG, WEIGHTS, atomic_write, write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import VAE
@@ -46,41 +46,7 @@ __all__ = [
     "CHECKPOINT",
 ]
 
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-CHECKPOINT = "checkpoint.safetensors"
 LOCK = ".lock"
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename ``tmp_path`` over ``path`` (same folder).
-
-    The file is flushed to disk before the rename, so ``path`` always holds either
-    the old or the new complete content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -88,12 +54,25 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_model(model: VAE, run_dir: str | Path, train_config: TrainConfig | None = None) -> None:
-    """Write ``model.safetensors`` and ``config.json`` (config only if absent or given)."""
+    """Write ``model.safetensors`` and ``config.json`` (config only if absent or given).
+
+    Without ``train_config`` a new ``config.json`` records the model alone (no
+    ``train`` section): it states what is known, never default training settings.
+    A model built without a :class:`~varfam.config.ModelConfig` (from user modules,
+    not :meth:`VAE.build`) cannot be described by a config and is refused.
+    """
+    if model.config is None:
+        raise VarfamError(
+            "this model was not made by VAE.build, so config.json cannot describe it; "
+            "save its state_dict with safetensors yourself"
+        )
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / CONFIG
-    if train_config is not None or not cfg_path.exists():
-        write_text_atomic(cfg_path, model.run_config(train_config).to_json())
+    if train_config is not None:
+        write_text_atomic(cfg_path, RunConfig(model=model.config, train=train_config).to_json())
+    elif not cfg_path.exists():
+        write_text_atomic(cfg_path, RunConfig.model_only(model.config).to_json())
     atomic_write(run_dir / WEIGHTS, lambda tmp: save_file(_contiguous(model.state_dict()), tmp))
 
 
@@ -147,7 +126,7 @@ def load_model(run_dir: str | Path, map_location: str | torch.device = "cpu") ->
     ``run_dir`` may be a Hub run, ``hf://USER/REPO[@REVISION]``: it is downloaded
     into the Hugging Face cache first (:func:`varfam.hub.download`).
     """
-    from .hub import resolve_run
+    from .hub.pull import resolve_run
     from .model import VAE
 
     run_dir = resolve_run(run_dir)
@@ -252,24 +231,38 @@ class RunLock:
         except ImportError:  # pragma: no cover - not POSIX
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise VarfamError(
-                f"run folder {self.path.parent} is being trained by another process "
-                f"(PID {holder}); wait for it to finish or choose another --out"
-            ) from None
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise VarfamError(
+                    f"run folder {self.path.parent} is being trained by another process "
+                    f"(PID {holder}); wait for it to finish or choose another --out"
+                ) from None
+            if self._still_linked(fd):
+                break
+            os.close(fd)  # the holder released and removed this file meanwhile: try anew
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
 
+    def _still_linked(self, fd: int) -> bool:
+        """Whether ``self.path`` is still the file ``fd`` has open (not removed or replaced)."""
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
+
     def release(self) -> None:
+        """Remove ``.lock`` and unlock it (a finished run keeps no lock file)."""
         if self.fd is not None:
             import fcntl
 
+            if self._still_linked(self.fd):
+                self.path.unlink()
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

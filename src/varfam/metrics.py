@@ -69,7 +69,7 @@ def append_record(run_dir: str | Path, record: dict[str, Any]) -> None:
 
 def write_records(run_dir: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Replace the file's lines by ``records``, atomically."""
-    from .checkpoint import write_text_atomic
+    from .files import write_text_atomic
 
     text = "".join(json.dumps(jsonable(r), allow_nan=False) + "\n" for r in records)
     write_text_atomic(Path(run_dir) / METRICS, text)

@@ -22,7 +22,7 @@ def open_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[V
 
     ``run_dir`` may be a Hub run, ``hf://USER/REPO[@REVISION]`` (:mod:`varfam.hub`).
     """
-    from .hub import resolve_run
+    from .hub.pull import resolve_run
 
     run_dir = resolve_run(run_dir)
     cfg = load_run_config(run_dir)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CONFIG, WEIGHTS
 from ..errors import VarfamError
+from ..files import CONFIG, WEIGHTS
 
 __all__ = [
     "SCHEME",
@@ -107,7 +107,7 @@ def download(ref: str | Path | HubRef) -> Path:
     hf = client()
     from huggingface_hub import utils as errors
 
-    from .. import __version__
+    from .._version import __version__
 
     is_offline = offline()
     try:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CONFIG, WEIGHTS, load_run_config
+from ..checkpoint import load_run_config
 from ..errors import VarfamError
+from ..files import CONFIG, WEIGHTS
 from .card import PICTURES, model_card
 from .pull import METRICS, client, offline, parse_ref
 
@@ -62,7 +63,7 @@ def push(
     from huggingface_hub import constants
     from huggingface_hub import utils as errors
 
-    from .. import __version__
+    from .._version import __version__
 
     repo_id = _repo_id(repo)
     run_dir = Path(run_dir)
