@@ -128,15 +128,15 @@ def model_card(
         tags.append(cfg.train.data)
     ref = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
     shape = ", ".join(str(s) for s in cfg.model.data_shape)
-    data = f" on `{cfg.train.data}`" if trained else ""
+    data = f", trained on `{cfg.train.data}`" if trained else ""
     pictures = [p for p in PICTURES if (run_dir / p).is_file()]
     sections = [
         _front_matter(tags, license),
         f"# {repo_id}\n",
-        f"A variational autoencoder trained with varfam{data}: a `{cfg.model.family}` "
-        f"variational family, a `{cfg.model.prior}` prior and a `{cfg.model.likelihood}` "
-        "likelihood. The files `config.json` and `model.safetensors` rebuild it; loading "
-        "never unpickles anything.\n",
+        f"A variational autoencoder made with varfam{data}: variational family "
+        f"`{cfg.model.family}`, prior `{cfg.model.prior}`, likelihood "
+        f"`{cfg.model.likelihood}`. The files `config.json` and `model.safetensors` "
+        "rebuild it; loading never unpickles anything.\n",
         "## How to load\n",
         f"```python\nimport varfam\nmodel = varfam.load(\"{ref}\")\n"
         f"images = model.sample(16)  # (16, {shape}) decoded draws from the prior\n```\n",
