@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import VarfamError
 from ..files import CONFIG, WEIGHTS
+from ..metrics import METRICS
 
 __all__ = [
     "SCHEME",
@@ -38,7 +39,6 @@ __all__ = [
 ]
 
 SCHEME = "hf://"
-METRICS = "metrics.jsonl"  # the name varfam.metrics writes; not imported to keep this light
 #: What is downloaded: the model (all that loading reads) and its measurements.
 PULLED = (CONFIG, WEIGHTS, METRICS)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
