@@ -64,9 +64,14 @@ def test_encode_then_decode(digits_run: Path, tmp_path: Path) -> None:
     assert z.shape[1:] == (2, 4) and (z[:, 1] > 0).all()  # [mean, scale] per example
     assert run("encode", digits_run, "-o", tmp_path / "z.npz") == 0
     with np.load(tmp_path / "z.npz") as f:
-        assert set(f.files) == {"loc", "scale", "labels"}
+        assert set(f.files) == {"loc", "scale", "labels", "index", "split"}
+        np.testing.assert_array_equal(f["loc"], z[:, 0])
     assert run("decode", digits_run, "--latents", tmp_path / "z.npy", "-o", tmp_path / "d.npy") == 0
     assert np.load(tmp_path / "d.npy").shape == (z.shape[0], 1, 8, 8)
+    # decode reads the .npz that encode writes (its loc), the same images as from the .npy
+    assert run("decode", digits_run, "--latents", tmp_path / "z.npz", "-o", tmp_path / "e.npy") == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), np.load(tmp_path / "d.npy"))
+    assert run("decode", digits_run, "--latents", tmp_path / "z.npz", "-o", tmp_path / "e.png") == 0
     np.save(tmp_path / "bad.npy", np.zeros((3, 7), np.float32))
     assert run("decode", digits_run, "--latents", tmp_path / "bad.npy", "-o",
                tmp_path / "d.png") == 2
@@ -101,3 +106,37 @@ def test_toml_config_and_flags_override(tmp_path: Path) -> None:
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"]["latent_dim"] == 2 and saved["model"]["hidden"] == [32]
     assert saved["train"]["limit"] == 300
+
+
+def test_encode_splits_keep_labels_and_indices(digits_run: Path, tmp_path: Path) -> None:
+    import varfam
+
+    ds = varfam.load_dataset("digits")
+    for split, n in (("all", 1797), ("train", 1497), ("test", 300)):
+        assert run("encode", digits_run, "--split", split, "-o", tmp_path / f"{split}.npz") == 0
+        with np.load(tmp_path / f"{split}.npz") as f:
+            assert f["loc"].shape == (n, 4) and f["labels"].shape == (n,)
+            assert set(f["split"].tolist()) == ({"train", "test"} if split == "all" else {split})
+            index, labels = f["index"], f["labels"]
+        if split == "all":  # every example of the data set once, training split first
+            assert sorted(index.tolist()) == list(range(1797))
+        # the index finds the example's label in the data set as read
+        by_index = np.empty(1797, np.int64)
+        by_index[ds.train_index.numpy()] = ds.train_labels.numpy()
+        by_index[ds.test_index.numpy()] = ds.test_labels.numpy()
+        np.testing.assert_array_equal(by_index[index], labels)
+    with np.load(tmp_path / "all.npz") as f, np.load(tmp_path / "test.npz") as g:
+        np.testing.assert_array_equal(f["loc"][1497:], g["loc"])  # the same encoder, same order
+
+
+def test_test_limit_cuts_the_test_set_and_is_recorded(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run("train", "--data", "digits", "--limit", "200", "--test-limit", "50", "--epochs", "1",
+               "--hidden", "16", "--latent-dim", "2", "--out", out, "--quiet", "--no-report") == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train"]["limit"] == 200 and saved["train"]["test_limit"] == 50
+    from varfam.runs import open_run, run_dataset
+
+    _, cfg = open_run(out)
+    ds = run_dataset(cfg)
+    assert ds.train.shape[0] == 200 and ds.test.shape[0] == 50

@@ -155,3 +155,51 @@ def test_subprocess_exit_code_and_no_traceback(tmp_path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- issue 19's small things
+def test_an_empty_hidden_width_is_refused(capsys) -> None:
+    for text in ("400,,400", "400,", ",400"):
+        assert "empty width" in fails(capsys, "train", "--data", "digits", "--hidden", text)
+
+
+def test_a_string_array_is_refused_for_its_dtype(capsys, tmp_path) -> None:
+    np = pytest.importorskip("numpy")
+    for name, array in (("s.npy", np.array(["a", "b", "c"])),
+                        ("m.npy", np.array([["a", "b"]] * 5))):
+        np.save(tmp_path / name, array)
+        msg = fails(capsys, "train", "--data", tmp_path / name, "--out", tmp_path / "r")
+        assert "dtype <U1" in msg and "shape" not in msg
+
+
+def test_picture_outputs_name_every_accepted_extension(capsys, digits_run, tmp_path) -> None:
+    msg = fails(capsys, "sample", digits_run, "-o", tmp_path / "s.gif")
+    assert all(ext in msg for ext in (".png", ".jpg", ".jpeg", ".npy"))
+    assert not (tmp_path / "s.gif").exists()
+    assert main(["sample", str(digits_run), "-n", "4", "-o", str(tmp_path / "s.JPG")]) == 0
+
+
+def test_decoding_non_finite_latents_is_refused(capsys, digits_run, tmp_path) -> None:
+    np = pytest.importorskip("numpy")
+    for bad in (np.nan, np.inf):
+        z = np.zeros((3, 4), np.float32)
+        z[1, 2] = bad
+        np.save(tmp_path / "z.npy", z)
+        msg = fails(capsys, "decode", digits_run, "--latents", tmp_path / "z.npy",
+                    "-o", tmp_path / "x.png")
+        assert "non-finite latents" in msg and "1 of 3 rows" in msg
+    assert not (tmp_path / "x.png").exists()
+    np.save(tmp_path / "s.npy", np.array([["a"] * 4] * 2))
+    assert "dtype" in fails(capsys, "decode", digits_run, "--latents", tmp_path / "s.npy",
+                            "-o", tmp_path / "x.png")
+    np.savez(tmp_path / "two.npz", a=np.zeros((2, 4)), b=np.zeros((2, 4)))
+    assert "'loc'" in fails(capsys, "decode", digits_run, "--latents", tmp_path / "two.npz",
+                            "-o", tmp_path / "x.png")
+
+
+def test_help_names_every_architecture_and_the_test_limit(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "mlp, gated-mlp or conv" in text
+    assert "--test-limit" in text and "max(N/10, 1) test examples" in text

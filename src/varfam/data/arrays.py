@@ -11,10 +11,13 @@ Layouts (decided by the number of dimensions; N is the number of examples):
 Values: ``bool`` → 0/1; integers (any width) must lie in 0..255 and are divided by
 255; floats are kept as they are (cast to float32) and must be finite. Anything else
 (complex, strings, objects, records) is refused. Files are opened with
-``allow_pickle=False``; a ``.npy`` file is memory-mapped (``mmap_mode="r"``), so an
-array larger than memory is not read whole at open, only the train and test parts
-as they are converted. Arrays inside a ``.npz`` are read whole (zip members cannot
-be mapped).
+``allow_pickle=False``; a ``.npy`` file is memory-mapped (``mmap_mode="r"``) and
+read in chunks whose pages are released, so it is never held in memory whole. When
+its float32 form exceeds :data:`varfam.batches.IN_MEMORY_BYTES` (256 MiB) it is
+not converted at all: the train and test parts are
+:class:`~varfam.batches.MappedRows`, read when indexed, which training streams
+batch by batch. Arrays inside a ``.npz`` are read whole (zip members cannot be
+mapped): save large data as ``.npy``.
 
 >>> import numpy as np
 >>> ds = from_array(np.zeros((10, 28, 28), np.uint8), None, "zeros", "an array")
@@ -24,6 +27,7 @@ be mapped).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +43,12 @@ from .base import (
     resize_images,
     split_indices,
 )
+from .mapped import MappedRows, row_reader
 
 __all__ = [
     "LABEL_KEYS",
     "layout_of",
+    "check_dtype",
     "check_values",
     "to_tensor",
     "check_labels",
@@ -84,23 +90,74 @@ def layout_of(shape: tuple[int, ...], source: str, min_examples: int = 2) -> str
     )
 
 
-def check_values(x: np.ndarray, source: str) -> None:
-    """Refuse dtypes varfam cannot read and integers outside 0..255 (reads ``x`` once)."""
-    kind = x.dtype.kind
-    if kind in "uif" and x.dtype.names is None:
-        if kind in "ui" and x.size:
-            lo, hi = int(x.min()), int(x.max())
-            if lo < 0 or hi > 255:
-                raise VarfamError(
-                    f"{source} holds integers from {lo} to {hi}, but integer data must be "
-                    "8-bit grey levels 0..255; rescale it, or save floats"
-                )
-        return
-    if kind == "b":
+def check_dtype(x: np.ndarray, source: str) -> None:
+    """Refuse dtypes varfam cannot read (strings, complex, objects, records)."""
+    if (x.dtype.kind in "uif" and x.dtype.names is None) or x.dtype.kind == "b":
         return
     raise VarfamError(
         f"{source} has dtype {x.dtype}; use uint8 (0..255), bool, or float values"
     )
+
+
+#: Bytes (as float32, or the source's dtype if wider) read at a time when checking
+#: or converting an array.
+_CHUNK_BYTES = 32 << 20
+
+
+def _chunks(x: np.ndarray, index: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """Rows of ``x`` (``x[index]``, or all in order) about :data:`_CHUNK_BYTES` at a time,
+    in ``x``'s dtype; a file-backed ``x`` is read from its file (never mapped whole)."""
+    read = row_reader(x)
+    row_bytes = max(1, x[:1].size * max(4, x.dtype.itemsize))  # as float32 at least
+    rows = max(1, _CHUNK_BYTES // row_bytes)
+    n = x.shape[0] if index is None else len(index)
+    for i in range(0, n, rows):
+        yield read(np.arange(i, min(i + rows, n)) if index is None else index[i : i + rows])
+
+
+def check_values(x: np.ndarray, source: str) -> None:
+    """Refuse dtypes varfam cannot read, integers outside 0..255, and floats that are not
+    finite in float32; reads ``x`` once, in chunks (a mapped file is not held in memory)."""
+    check_dtype(x, source)
+    kind = x.dtype.kind
+    if kind == "b" or not x.size:
+        return
+    lo, hi, nan, inf = None, None, False, False
+    for chunk in _chunks(x):
+        if kind in "ui":
+            lo = min(int(chunk.min()), lo if lo is not None else 255)
+            hi = max(int(chunk.max()), hi if hi is not None else 0)
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                wide = np.abs(chunk) > np.finfo(np.float32).max
+            nan = nan or bool(np.isnan(chunk).any())
+            inf = inf or bool(wide.any())
+    if kind in "ui" and (lo < 0 or hi > 255):
+        raise VarfamError(
+            f"{source} holds integers from {lo} to {hi}, but integer data must be "
+            "8-bit grey levels 0..255; rescale it, or save floats"
+        )
+    if nan or inf:
+        bad = "NaN" if nan else "infinite (or too large for float32)"
+        raise VarfamError(f"{source} holds {bad} values; clean the data before training")
+
+
+def _converter(
+    kind: str, layout: str, image_size: int | None, source: str
+) -> Callable[[np.ndarray], Tensor]:
+    """Raw rows (k, ...) of a checked array → float32 (k, C, H, W) or (k, D), resized."""
+
+    def convert(x: np.ndarray) -> Tensor:
+        if layout == "grey":
+            x = x[:, None]
+        elif layout == "nhwc":
+            x = x.transpose(0, 3, 1, 2)
+        out = x.astype(np.float32, order="C")  # always a copy: never backed by a mapped file
+        if kind in "ui":
+            np.divide(out, np.float32(255.0), out=out)
+        return resize_images(torch.from_numpy(out), image_size, source)
+
+    return convert
 
 
 def to_tensor(x: np.ndarray, layout: str, source: str) -> Tensor:
@@ -108,18 +165,29 @@ def to_tensor(x: np.ndarray, layout: str, source: str) -> Tensor:
 
     Integers are divided by 255; floats are cast and must stay finite in float32.
     """
-    if layout == "grey":
-        x = x[:, None]
-    elif layout == "nhwc":
-        x = x.transpose(0, 3, 1, 2)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
-        out = x.astype(np.float32, order="C")  # always a copy: never backed by a mapped file
-    if x.dtype.kind in "ui":
-        np.divide(out, np.float32(255.0), out=out)
-    elif x.dtype.kind == "f" and not np.isfinite(out).all():
-        bad = "NaN" if np.isnan(out).any() else "infinite (or too large for float32)"
+        out = _converter(x.dtype.kind, layout, None, source)(x)
+    if x.dtype.kind == "f" and not torch.isfinite(out).all():
+        bad = "NaN" if torch.isnan(out).any() else "infinite (or too large for float32)"
         raise VarfamError(f"{source} holds {bad} values; clean the data before training")
-    return torch.from_numpy(out)
+    return out
+
+
+def _rows(
+    x: np.ndarray, index: np.ndarray, convert: Callable[[np.ndarray], Tensor], mapped: bool
+) -> Tensor | MappedRows:
+    """Rows ``index`` of ``x``: a :class:`MappedRows` when ``mapped``, else one float32
+    tensor filled chunk by chunk (never the whole part in two forms at once)."""
+    first = convert(x[index[:1]] if len(index) else x[:1])
+    data_shape = tuple(first.shape[1:])
+    if mapped:
+        return MappedRows(x, index, convert, data_shape)
+    out = torch.empty((len(index), *data_shape), dtype=torch.float32)
+    done = 0
+    for chunk in _chunks(x, index):
+        out[done : done + len(chunk)] = convert(chunk)
+        done += len(chunk)
+    return out
 
 
 def check_labels(labels: np.ndarray, n: int, source: str) -> Tensor:
@@ -144,9 +212,15 @@ def from_array(
 ) -> Dataset:
     """An array (N, ...) → :class:`Dataset` with the fixed seeded 90/10 train/test split.
 
-    Each part is indexed from ``x`` before conversion, so a memory-mapped ``x`` is
-    never copied whole in its own dtype and float32 at the same time.
+    Each part is converted from ``x`` chunk by chunk, so ``x`` is never held in its
+    own dtype and float32 at once. A memory-mapped ``x`` whose float32 form exceeds
+    :data:`varfam.batches.IN_MEMORY_BYTES` is not read at all: its parts are
+    :class:`~varfam.batches.MappedRows` that read rows when indexed (training
+    streams them batch by batch).
     """
+    from .. import batches
+
+    check_dtype(x, source)
     layout = layout_of(tuple(x.shape), source)
     check_values(x, source)
     n = x.shape[0]
@@ -154,17 +228,21 @@ def from_array(
     if labels is not None:
         y = check_labels(labels, n, labels_source or f"the labels of {source}")
     tr, te = split_indices(n, held_out_count(n), SPLIT_SEED)
-    parts = []
-    for idx in (tr, te):
-        part = to_tensor(x[idx.numpy()], layout, source)
-        parts.append(resize_images(part, image_size, source))
+    convert = _converter(x.dtype.kind, layout, image_size, source)
+    mapped = False
+    if isinstance(x, np.memmap):
+        row = convert(x[:1])
+        mapped = 4 * n * row[0].numel() > batches.IN_MEMORY_BYTES
+    parts = [_rows(x, idx.numpy(), convert, mapped) for idx in (tr, te)]
     return Dataset(
         name,
-        parts[0],
-        parts[1],
+        parts[0],  # type: ignore[arg-type]  # a tensor or MappedRows
+        parts[1],  # type: ignore[arg-type]
         None if y is None else y[tr],
         None if y is None else y[te],
         classes,
+        tr,
+        te,
     )
 
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,9 @@ class Dataset:
     file; float files are kept as they are (finite), and the likelihood's
     ``check_data`` refuses what it cannot model. ``train_labels``/``test_labels``:
     (N,) int64 or ``None``. ``classes``: the name of each label value, where known.
+    ``train_index``/``test_index``: (N,) int64, each example's position in the source
+    (the row of a file, the place in a folder's sorted file list) where varfam made
+    the split; ``None`` for data that comes with its own split.
     """
 
     name: str
@@ -51,6 +55,8 @@ class Dataset:
     train_labels: Tensor | None = None
     test_labels: Tensor | None = None
     classes: tuple[str, ...] | None = None
+    train_index: Tensor | None = None
+    test_index: Tensor | None = None
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -61,18 +67,27 @@ class Dataset:
         """True when every value is exactly 0 or 1."""
         return bool(((self.train == 0) | (self.train == 1)).all())
 
-    def limit(self, n: int | None) -> Dataset:
-        """The first ``n`` training and ``max(n // 10, 1)`` test examples (for quick runs)."""
-        if n is None:
+    def limit(self, n: int | None, test: int | None = None) -> Dataset:
+        """The first ``n`` training and ``test`` test examples (for quick runs).
+
+        ``test`` defaults to ``max(n // 10, 1)`` when ``n`` is given, else all.
+        """
+        if n is None and test is None:
             return self
-        m = max(n // 10, 1)
+        m = test if test is not None else max(n // 10, 1) if n is not None else None
+
+        def cut(t: Any, k: int | None) -> Any:  # a part left whole is not read (MappedRows)
+            return t if t is None or k is None else t[:k]
+
         return Dataset(
             self.name,
-            self.train[:n],
-            self.test[:m],
-            None if self.train_labels is None else self.train_labels[:n],
-            None if self.test_labels is None else self.test_labels[:m],
+            cut(self.train, n),
+            cut(self.test, m),
+            cut(self.train_labels, n),
+            cut(self.test_labels, m),
             self.classes,
+            cut(self.train_index, n),
+            cut(self.test_index, m),
         )
 
 
@@ -111,6 +126,8 @@ def split(
         None if labels is None else labels[tr],
         None if labels is None else labels[te],
         classes,
+        tr,
+        te,
     )
 
 

@@ -163,4 +163,6 @@ def read_image_folder(folder: str | Path, *, image_size: int | None = None) -> D
         None if labels is None else labels[tr],
         None if labels is None else labels[te],
         classes,
+        tr,
+        te,
     )
