@@ -314,3 +314,24 @@ def test_the_loop_reads_in_short_functions() -> None:
     long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(tree)
             if isinstance(n, ast.FunctionDef) and n.end_lineno - n.lineno + 1 > 60]
     assert long == []
+
+
+def test_help_and_version_do_not_import_torch() -> None:
+    """`varfam --help` answers without importing torch (the package's names load on use)."""
+    code = ("import sys, contextlib, io\n"
+            "from varfam.cli import main\n"
+            "for argv in (['--help'], ['--version'], ['train', '--help']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "        main(argv)\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_every_public_name_resolves() -> None:
+    import importlib
+
+    fresh = importlib.reload(varfam)
+    for name in fresh.__all__:
+        assert getattr(fresh, name) is not None, name
+    assert len(fresh.ALL_REGISTRIES["families"]) >= 16

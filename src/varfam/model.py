@@ -11,7 +11,6 @@ torch.Size([3, 1, 8, 8])
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +20,7 @@ from torch.distributions import Distribution
 from . import families as _families  # noqa: F401  (registers the built-in parts)
 from . import likelihoods as _likelihoods  # noqa: F401
 from . import nets as _nets  # noqa: F401
+from . import nets_tabular as _nets_tabular  # noqa: F401
 from . import priors as _priors  # noqa: F401
 from .config import ModelConfig, RunConfig
 from .errors import VarfamError
@@ -234,7 +234,8 @@ class VAE(nn.Module):
         lead = z.shape[:-1]
         if y is not None and self.condition is not None:
             y = y.expand(*lead, *y.shape[1:]).reshape(-1, *y.shape[1:])
-        px = self.decode(z.reshape(-1, z.shape[-1]), y)
+        flat = z.reshape(-1, z.shape[-1])
+        px = self.decode(flat) if y is None else self.decode(flat, y)
         if hasattr(px, "log_prob_tiled"):  # work on x alone done once per example, not per z
             return px.log_prob_tiled(x, tuple(lead), observed)
         xs = x.expand(*lead[:-1], *x.shape).reshape(-1, *x.shape[1:])

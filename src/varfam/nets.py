@@ -189,4 +189,3 @@ def conv(
     return ConvEncoder(data_shape, hidden), ConvDecoder(data_shape, hidden, latent_dim, out_params)
 
 
-from . import nets_tabular as _tabular  # noqa: E402,F401  (registers the tabular architecture)

@@ -11,6 +11,7 @@ The command line, the config and ``varfam list`` all read these registries.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,9 +47,19 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Short name → part, for one kind of part (``kind`` is e.g. ``"family"``)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, builtins: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        #: modules whose import registers the built-in parts, imported on the first read,
+        #: so a registry is complete however little of varfam was imported before
+        self._builtins = builtins
+        self._loaded = not builtins
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True  # first: a module that reads this registry while loading
+            for module in self._builtins:
+                importlib.import_module(module)
 
     def register(self, name: str, description: str, reference: str = "") -> Callable[[T], T]:
         """Decorator that registers ``target`` under ``name``."""
@@ -63,6 +74,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The part registered as ``name``; else a :class:`VarfamError` listing the known names."""
+        self._load()
         try:
             return self._entries[name].target
         except KeyError:
@@ -94,15 +106,19 @@ class Registry(Generic[T]):
         return target(*args, **kwargs, **options)
 
     def names(self) -> list[str]:
+        self._load()
         return list(self._entries)
 
     def __iter__(self) -> Iterator[Entry[T]]:
-        return iter(self._entries.values())
+        self._load()
+        return iter(list(self._entries.values()))
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._entries
 
     def __len__(self) -> int:
+        self._load()
         return len(self._entries)
 
 
@@ -125,12 +141,13 @@ def _takes_var_keywords(target: Any) -> bool:
     )
 
 
-DATASETS: Registry = Registry("dataset")
-FAMILIES: Registry = Registry("family")
-PRIORS: Registry = Registry("prior")
-LIKELIHOODS: Registry = Registry("likelihood")
-OBJECTIVES: Registry = Registry("objective")
-ARCHITECTURES: Registry = Registry("architecture")
+DATASETS: Registry = Registry("dataset", ("varfam.data",))
+FAMILIES: Registry = Registry("family", ("varfam.families",))
+# the sphere's and the categorical's priors live beside their families
+PRIORS: Registry = Registry("prior", ("varfam.priors", "varfam.families"))
+LIKELIHOODS: Registry = Registry("likelihood", ("varfam.likelihoods",))
+OBJECTIVES: Registry = Registry("objective", ("varfam.objectives",))
+ARCHITECTURES: Registry = Registry("architecture", ("varfam.nets", "varfam.nets_tabular"))
 
 ALL_REGISTRIES: dict[str, Registry] = {
     "datasets": DATASETS,
