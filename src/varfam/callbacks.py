@@ -223,9 +223,9 @@ class MetricsFile(Callback):
         append_record(self.run_dir, metrics)
 
 
-class RunPictures(Callback):
-    """At the end, writes the run folder's pictures (samples, reconstructions,
-    interpolation, latent map) and hands each to the other callbacks' ``on_images``."""
+class _RunFolderWriter(Callback):
+    """Writes something into the run folder once training has ended (seeded: by default
+    with the run's seed), given the final model."""
 
     def __init__(self, seed: int | None = None) -> None:
         self.seed = seed
@@ -234,36 +234,35 @@ class RunPictures(Callback):
         self.run = run
 
     def on_train_end(self, result: TrainResult) -> None:
+        if self.run.run_dir is not None:
+            self.write(self.run, result, self.run.config.seed if self.seed is None else self.seed)
+
+    def write(self, run: TrainingRun, result: TrainResult, seed: int) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+
+class RunPictures(_RunFolderWriter):
+    """At the end, writes the run folder's pictures (samples, reconstructions,
+    interpolation, latent map) and hands each to the other callbacks' ``on_images``."""
+
+    def write(self, run: TrainingRun, result: TrainResult, seed: int) -> None:
         from .runs import scored_test_inputs
         from .viz import write_run_pictures
 
-        run = self.run
-        if run.run_dir is None:
-            return
-        seed = run.config.seed if self.seed is None else self.seed
         x = scored_test_inputs(run.data, run.config)
         written = write_run_pictures(result.model, x, run.data.test_labels, run.run_dir, seed=seed)
         for name, path in written.items():
             run.log_image(result.state, name, path)
 
 
-class RunReport(Callback):
+class RunReport(_RunFolderWriter):
     """At the end, measures the trained model and writes ``RUN/report.html``
     (see :func:`varfam.report.write_report`), reusing the model in memory."""
 
-    def __init__(self, seed: int | None = None) -> None:
-        self.seed = seed
-
-    def on_train_start(self, run: TrainingRun) -> None:
-        self.run = run
-
-    def on_train_end(self, result: TrainResult) -> None:
+    def write(self, run: TrainingRun, result: TrainResult, seed: int) -> None:
         from .report import write_report
 
-        run = self.run
-        if run.run_dir is not None:
-            seed = run.config.seed if self.seed is None else self.seed
-            write_report(run.run_dir, data=run.data, seed=seed, model=result.model)
+        write_report(run.run_dir, data=run.data, seed=seed, model=result.model)
 
 
 def builtin_callbacks(
