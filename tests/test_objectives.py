@@ -50,10 +50,10 @@ X = torch.tensor([[0.5, -1.0, 1.2, 0.4], [-0.3, 0.8, -0.6, 1.1]], dtype=DT)
 class VAE64(VAE):
     """The VAE without the fp32 casts of ``encode``/``decode``: the test runs in float64."""
 
-    def encode(self, x: Tensor) -> Distribution:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Distribution:
         return self.family(self.encoder(x))
 
-    def decode(self, z: Tensor) -> Distribution:
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Distribution:
         return self.likelihood(self.decoder(z))
 
 

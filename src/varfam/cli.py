@@ -136,6 +136,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latent-dim", type=positive_int, help="latent dimensions D (default: 20)")
     g.add_argument("--hidden", type=hidden_widths, help="hidden widths, e.g. 400 or 512,256")
     g.add_argument("--arch", help="network architecture: mlp, gated-mlp or conv (default: mlp)")
+    g.add_argument("--condition", choices=["label"],
+                   help="label: a conditional VAE, every part reads the example's class y "
+                        "(sample a class with varfam sample RUN --label CLASS)")
     g.add_argument("--flow-steps", type=positive_int, help="flow length of flow families")
     g.add_argument("--rank", type=positive_int, help="rank of the lowrank family")
     g.add_argument("--components", type=positive_int, help="mixture components of a family")
@@ -180,6 +183,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ema", type=float, metavar="DECAY",
                    help="evaluate and save an exponential moving average of the weights "
                         "with this decay per step (e.g. 0.999)")
+    g.add_argument("--labelled", type=positive_int, metavar="N",
+                   help="semi-supervised (M2): keep the labels of N training examples, "
+                        "balanced per class and chosen with the seed, hide the rest; the model "
+                        "learns a classifier q(y|x) (varfam classify RUN)")
+    g.add_argument("--alpha", type=nonnegative_float,
+                   help="with --labelled: weight of log q(y|x) per labelled example "
+                        "(default 0.1 * N_train / N_labelled, as Kingma et al. 2014)")
+    g.add_argument("--labelled-ratio", type=positive_float, metavar="R",
+                   help="with --labelled: share of every batch drawn from the labelled examples "
+                        "(default: their share of the data, at least 0.1)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="compile the training step with torch.compile (faster for long runs; "
                         "10-20 s to compile)")
@@ -295,14 +308,15 @@ def _train_config_from_args(args: argparse.Namespace):
         base = load_toml(args.config)
     cfg = RunConfig.from_dict(base, args.config or "config")
     m, t = cfg.model, cfg.train
-    for name in ("family", "prior", "likelihood", "latent_dim", "hidden", "arch"):
+    for name in ("family", "prior", "likelihood", "latent_dim", "hidden", "arch", "condition"):
         if getattr(args, name) is not None:
             setattr(m, name, getattr(args, name))
     for name in ("data", "data_dir", "data_key", "image_size", "binarize", "limit", "test_limit",
                  "objective", "label_column", "column_types", "mask",
                  "epochs", "batch_size", "lr", "seed", "device", "precision", "skip_nonfinite",
                  "compile", "compile_mode", "eval_every", "validation", "patience", "lr_schedule",
-                 "lr_final_ratio", "time_limit", "ema", "track", "track_dir", "track_uri"):
+                 "lr_final_ratio", "time_limit", "ema", "track", "track_dir", "track_uri",
+                 "labelled", "alpha", "labelled_ratio"):
         if getattr(args, name) is not None:
             setattr(t, name, getattr(args, name))
     for flag, (section, key) in _PART_FLAGS.items():
@@ -326,6 +340,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .callbacks import Announce, RunPictures, RunReport
+    from .data.labels import configure_labels
     from .data.tables import configure_model
     from .distributed import launched_rank
     from .model import VAE
@@ -336,6 +351,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = run_dataset(cfg)  # loaded once, for training, pictures and the report
     cfg.model.data_shape = data.data_shape
     columns = configure_model(cfg.model, data, cfg.train)  # tables and masks: the likelihood
+    data = configure_labels(cfg.model, cfg.train, data)  # classes; labels hidden but N
     torch.manual_seed(cfg.train.seed)
     model = VAE.build(cfg.model)
     main_rank = launched_rank() == 0  # under torchrun only rank 0 prints and writes

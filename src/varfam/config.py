@@ -201,6 +201,9 @@ class TrainConfig:
             raise VarfamError(f"alpha must be 0 or more, got {self.alpha}")
         if self.labelled_ratio is not None and not 0.0 < self.labelled_ratio < 1.0:
             raise VarfamError(f"labelled_ratio must be in (0, 1), got {self.labelled_ratio}")
+        if self.labelled is None and (self.alpha is not None or self.labelled_ratio is not None):
+            raise VarfamError("alpha and labelled_ratio are settings of semi-supervised "
+                              "training; add --labelled N")
         if self.test_limit is not None and self.test_limit < 1:
             raise VarfamError(f"test_limit must be at least 1, got {self.test_limit}")
 

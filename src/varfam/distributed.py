@@ -172,8 +172,8 @@ class ObjectiveModule(nn.Module):
         self.model = model
         self.objective = objective
 
-    def forward(self, x: Tensor, weight: float, epoch: float) -> Tensor:
-        return self.objective(self.model, x, epoch=epoch).loss * weight
+    def forward(self, x: Tensor, weight: float, epoch: float, y: Tensor | None = None) -> Tensor:
+        return self.objective(self.model, x, epoch=epoch, y=y).loss * weight
 
 
 def wrap(model: VAE, objective: Objective, ctx: Context, device: torch.device) -> nn.Module:

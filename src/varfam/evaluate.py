@@ -510,10 +510,11 @@ def _measure(model: VAE, x: Tensor, labels: Tensor | None, train: Tensor | None,
     out["probe_accuracy"] = None
     out["probe_train"] = None
     if labels is not None and train is not None and train_labels is not None:
-        n_train = min(probe_examples, train.shape[0])
-        train_y = train_labels[:n_train] if y is not None else None
-        train_locs = latent_locations(model, train[:n_train], y=train_y)
-        out["probe_accuracy"] = probe_accuracy(train_locs, train_labels[:n_train], locs, labels)
+        known = train_labels >= 0  # semi-supervised data: only the labels it keeps
+        train, train_labels = train[known][:probe_examples], train_labels[known][:probe_examples]
+        n_train = train.shape[0]
+        train_locs = latent_locations(model, train, y=train_labels if y is not None else None)
+        out["probe_accuracy"] = probe_accuracy(train_locs, train_labels, locs, labels)
         out["probe_train"] = n_train
     return out
 

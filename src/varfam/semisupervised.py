@@ -30,7 +30,8 @@ entropy is ``-Σ q log q`` on those, so a class whose probability underflows add
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .objectives import Objective, ObjectiveResult
 
 __all__ = [
+    "TrainingLabels",
     "labelled_objective",
     "default_alpha",
     "objective_options",
@@ -113,6 +115,73 @@ def mixed_order(
     batches = [torch.cat([ll[b * n_l : (b + 1) * n_l], u[b * n_u : (b + 1) * n_u]])
                for b in range(n_batches)]
     return torch.cat(batches)
+
+
+@dataclass
+class TrainingLabels:
+    """The labels the training loop feeds a model conditioned on labels.
+
+    ``train``, ``validation``: (N,) int64, ``-1`` where hidden; ``test``: (N_test,) or
+    ``None``. When the training labels mix known and hidden ones, every epoch's order
+    is :func:`mixed_order` (``rows`` indices long, a pass over the unlabelled examples);
+    otherwise it is a permutation of the N examples.
+    """
+
+    train: Tensor
+    validation: Tensor | None
+    test: Tensor | None
+    batch_size: int
+    ratio: float | None = None
+
+    @classmethod
+    def of(cls, model: VAE, data: Any, n_validation: int, batch_size: int,
+           ratio: float | None = None) -> TrainingLabels | None:
+        """The labels of ``data`` (a :class:`~varfam.data.Dataset`) for ``model``, with the
+        last ``n_validation`` training labels held out; ``None`` for a model without labels."""
+        if not model.uses_labels:
+            return None
+        if data.train_labels is None:
+            raise VarfamError(
+                f"the model is conditioned on labels but {data.name} has none; train it on "
+                "labelled data (class sub-folders of images, or labels in a .npz)"
+            )
+        labels = model.condition.labels(data.train_labels.long().cpu())
+        n = labels.shape[0] - n_validation
+        out = cls(labels[:n], labels[n:] if n_validation else None,
+                  None if data.test_labels is None else data.test_labels.long().cpu(),
+                  batch_size, ratio)
+        if out.hidden and model.condition.classifier is None:
+            raise _no_classifier()
+        return out
+
+    @property
+    def hidden(self) -> bool:
+        """Whether some training labels are hidden (semi-supervised training)."""
+        return bool((self.train < 0).any())
+
+    @property
+    def mixed(self) -> bool:
+        """Whether batches mix labelled and unlabelled examples (both kinds are present)."""
+        return self.hidden and bool((self.train >= 0).any()) and self.batch_size > 1
+
+    @property
+    def rows(self) -> int:
+        """Indices per epoch (see :func:`mixed_order`)."""
+        if not self.mixed:
+            return self.train.shape[0]
+        n_l = batch_labelled(self.batch_size, float((self.train >= 0).double().mean()), self.ratio)
+        n_u = int((self.train < 0).sum())
+        return n_u + -(-n_u // (self.batch_size - n_l)) * n_l
+
+    def order(self, generator: torch.Generator) -> Tensor:
+        """One epoch's order of training indices: mixed batches, or a permutation."""
+        if self.mixed:
+            return mixed_order(self.train, self.batch_size, self.ratio, generator)
+        return torch.randperm(self.train.shape[0], generator=generator)
+
+    def objective_options(self, alpha: float | None) -> dict[str, float]:
+        """The objective's ``alpha`` and ``labelled_share`` (see :func:`objective_options`)."""
+        return objective_options(self.train, alpha)
 
 
 def fit_classifier(

@@ -54,6 +54,7 @@ from .evaluate import evaluate_elbo
 from .metrics import METRICS, read_records, write_records
 from .precision import resolve_device, use_bf16
 from .registry import OBJECTIVES
+from .semisupervised import TrainingLabels
 from .train_state import TrainState
 from .train_step import LossFunction, loss_function
 
@@ -215,10 +216,15 @@ class Loop:
     best_weights: dict[str, torch.Tensor] | None = None
     started: float = field(default_factory=time.perf_counter)
     elapsed0: float = 0.0
+    #: the labels of a model conditioned on labels (hidden ones -1), and the training
+    #: labels on the device the batches are gathered from
+    labels: TrainingLabels | None = None
+    train_y: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
-        return len(self.train_src)
+        """Training rows per epoch: the examples, or the mixed batches' indices."""
+        return self.labels.rows if self.labels is not None else len(self.train_src)
 
     @property
     def n_batches(self) -> int:
@@ -258,15 +264,22 @@ def setup(model: VAE, data: Dataset, cfg: TrainConfig, env: Env, hooks: Callback
         return BatchSource(x, env.device, binarize_seed=seed)
 
     model.to(env.device)
+    labels = TrainingLabels.of(model, data, cfg.validation, cfg.batch_size, cfg.labelled_ratio)
+    options = dict(cfg.objective_options)
+    if labels is not None and model.condition.classifier is not None:  # α and N_l / N
+        options.update(labels.objective_options(cfg.alpha))
+    train_src = source(train_x, "train", cfg.binarize == "static")
     loop = Loop(
         model, data, cfg, env, hooks,
-        train_src=source(train_x, "train", cfg.binarize == "static"),
+        train_src=train_src,
         test_src=source(data.test, "test", static),
         val_src=source(val_x, "validation", static) if val_x is not None else None,
-        objective=OBJECTIVES.build(cfg.objective, options=cfg.objective_options),
+        objective=OBJECTIVES.build(cfg.objective, options=options),
         optimizer=_adam(model, cfg.lr),
         # the moving average lives on rank 0, which evaluates and saves
         average=WeightAverage(model, cfg.ema) if cfg.ema is not None and env.ctx.is_main else None,
+        labels=labels,
+        train_y=None if labels is None else labels.train.to(train_src.index_device),
     )
     loop.build_loss()
     return loop
@@ -303,10 +316,10 @@ def run_epoch(loop: Loop, state: TrainState) -> tuple[torch.Tensor, torch.Tensor
     perm, losses, counted = _open_epoch(loop, state)
     checked, t0 = state.batch, time.perf_counter()
     for j in range(state.batch, loop.n_batches):
-        x, weight = _gather(loop, perm[j * bs : (j + 1) * bs])
+        x, y, weight = _gather(loop, perm[j * bs : (j + 1) * bs])
         t = state.epoch + j * bs / loop.n
         loop.model.set_epoch(t)
-        loss = loop.loss_of(x, weight, t)
+        loss = loop.loss_of(x, weight, t, y)
         loop.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.skip_nonfinite and _nonfinite(loss, ctx):
@@ -372,11 +385,16 @@ def end_epoch(
 def evaluate_epoch(loop: Loop, state: TrainState) -> dict[str, float]:
     """Test ELBO and its terms, and the validation ELBO (keeping the best weights)."""
     evaluated = loop.evaluated()
-    test = _evaluate(evaluated, loop.test_src)
+    labels = loop.labels
+    test = _evaluate(evaluated, loop.test_src, None if labels is None else labels.test)
     out = {"test_elbo": test["elbo"], "test_reconstruction": test["reconstruction"],
            "test_kl": test["kl"]}
+    if "accuracy" in test:  # a model with a classifier q(y|x)
+        out["test_accuracy"] = test["accuracy"]
     if loop.val_src is not None:
-        value = out["validation_elbo"] = _evaluate(evaluated, loop.val_src)["elbo"]
+        value = out["validation_elbo"] = _evaluate(
+            evaluated, loop.val_src, None if labels is None else labels.validation
+        )["elbo"]
         if state.improves(value):
             state.best_validation, state.best_epoch = value, state.epoch
             loop.best_weights = {k: v.detach().clone()
@@ -439,7 +457,8 @@ def _open_epoch(loop: Loop, state: TrainState) -> tuple[torch.Tensor, ...]:
     """The epoch's order and loss buffers: fresh, or as the mid-epoch checkpoint left them."""
     cfg, ctx, device = loop.cfg, loop.env.ctx, loop.env.device
     loop.gen.manual_seed(derived_seed(cfg.seed, state.epoch))
-    perm = torch.randperm(loop.n, generator=loop.gen).to(loop.train_src.index_device)
+    perm = (loop.labels.order(loop.gen) if loop.labels is not None
+            else torch.randperm(loop.n, generator=loop.gen)).to(loop.train_src.index_device)
     if state.batch:  # continue in mid-epoch exactly where the saved state left off
         loop.gen.set_state(state.tensors["data"])
         _set_torch_rng(state, ctx, cfg.seed)
@@ -450,15 +469,18 @@ def _open_epoch(loop: Loop, state: TrainState) -> tuple[torch.Tensor, ...]:
             torch.ones(loop.n_batches, device=device))
 
 
-def _gather(loop: Loop, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """This rank's share of the batch at ``idx`` and its weight in the loss."""
+def _gather(loop: Loop, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """This rank's share of the batch at ``idx``, its labels (a model conditioned on labels;
+    ``-1`` where hidden) and its weight in the loss."""
     ctx = loop.env.ctx
     share, weight = dist.shard(idx.numel(), ctx)
+    mine = idx[share] if ctx.distributed else idx
+    y = None if loop.train_y is None else loop.train_y[mine].to(loop.env.device)
     if loop.cfg.binarize == "dynamic":  # the whole batch, so every rank draws the same
         x = loop.train_src.gather(idx)
         x = torch.bernoulli(x, generator=loop.gen if x.device.type == "cpu" else None)
-        return (x[share] if ctx.distributed else x), weight
-    return loop.train_src.gather(idx[share] if ctx.distributed else idx), weight
+        return (x[share] if ctx.distributed else x), y, weight
+    return loop.train_src.gather(mine), y, weight
 
 
 def _check(
@@ -579,16 +601,18 @@ def _max_over_ranks(value: int, loop: Loop) -> int:
     return int(flag[0])
 
 
-def _evaluate(model: VAE, src: BatchSource) -> dict[str, float]:
-    """Test ELBO and its terms (nats per example) over a batch source."""
+def _evaluate(model: VAE, src: BatchSource, labels: torch.Tensor | None = None) -> dict[str, float]:
+    """Test ELBO and its terms (nats per example) over a batch source; ``labels``: those of
+    a model conditioned on labels (then also the accuracy of a classifier q(y|x))."""
     whole = src.whole()
     if whole is not None:
-        return evaluate_elbo(model, whole)
-    sums = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0}
-    for chunk in src.chunks(_EVAL_CHUNK):
-        part = evaluate_elbo(model, chunk)
-        for k in sums:
-            sums[k] += part[k] * chunk.shape[0]
+        return evaluate_elbo(model, whole, y=labels)
+    sums: dict[str, float] = {}
+    for i, chunk in enumerate(src.chunks(_EVAL_CHUNK)):
+        rows = None if labels is None else labels[i * _EVAL_CHUNK : (i + 1) * _EVAL_CHUNK]
+        part = evaluate_elbo(model, chunk, y=rows)
+        for k, v in part.items():  # weighted by rows: test labels are never hidden
+            sums[k] = sums.get(k, 0.0) + v * chunk.shape[0]
     return {k: v / len(src) for k, v in sums.items()}
 
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["LossFunction", "loss_function", "check_compiler"]
 
-LossFunction = Callable[[torch.Tensor, float, float], torch.Tensor]
+#: ``loss_of(x, weight, epoch, y)``; ``y``: the batch's labels for a model conditioned on them.
+LossFunction = Callable[[torch.Tensor, float, float, "torch.Tensor | None"], torch.Tensor]
 
 
 def loss_function(
@@ -35,7 +36,7 @@ def loss_function(
     bf16: bool,
     compile: str | None,
 ) -> LossFunction:
-    """``loss_of(x, weight, epoch)``: the scalar training loss of one batch (share).
+    """``loss_of(x, weight, epoch, y=None)``: the scalar training loss of one batch (share).
 
     Under DDP the loss comes from ``step_module`` (``weight`` is the share's weight);
     with ``compile`` (a :data:`varfam.config.COMPILE_MODES` mode) the whole forward
@@ -43,21 +44,25 @@ def loss_function(
     batch shape: the full batch and the last one).
     """
 
-    def loss_of(x: torch.Tensor, weight: float, epoch: float) -> torch.Tensor:
+    def loss_of(
+        x: torch.Tensor, weight: float, epoch: float, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         with autocast(device, bf16):
             if step_module is None:
-                return objective(model, x, epoch=epoch).loss
-            return step_module(x, weight, epoch)
+                return objective(model, x, epoch=epoch, y=y).loss
+            return step_module(x, weight, epoch, y)
 
     if not compile:
         return loss_of
     check_compiler(device)
     compiled = torch.compile(loss_of, dynamic=False, options=_compile_options(compile, device))
 
-    def compiled_loss_of(x: torch.Tensor, weight: float, epoch: float) -> torch.Tensor:
+    def compiled_loss_of(
+        x: torch.Tensor, weight: float, epoch: float, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         # tensors, not Python numbers, so that a new epoch or share weight is no new graph
         return compiled(x, torch.tensor(weight, dtype=torch.float64),
-                        torch.tensor(epoch, dtype=torch.float64))
+                        torch.tensor(epoch, dtype=torch.float64), y)
 
     return compiled_loss_of
 

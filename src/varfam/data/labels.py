@@ -16,13 +16,19 @@ same weights).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from ..errors import VarfamError
 from .base import Dataset
 
-__all__ = ["hide_labels", "labelled_indices", "class_names", "with_hidden_labels"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import ModelConfig, TrainConfig
+
+__all__ = ["hide_labels", "labelled_indices", "class_names", "with_hidden_labels",
+           "configure_labels"]
 
 
 def class_names(ds: Dataset) -> tuple[str, ...]:
@@ -109,3 +115,28 @@ def with_hidden_labels(
     among = ds.train_labels.shape[0] - validation
     hidden = hide_labels(ds.train_labels, keep, seed, n_classes, among)
     return Dataset(ds.name, ds.train, ds.test, hidden, ds.test_labels, ds.classes)
+
+
+def configure_labels(model: ModelConfig, train: TrainConfig, ds: Dataset) -> Dataset:
+    """Fill in a run's label settings from its data; the data as training must see it.
+
+    ``train.labelled`` makes the model semi-supervised (``condition="label"`` with a
+    classifier); a model conditioned on labels takes its classes and their names from
+    ``ds`` (a resumed run keeps its own). The returned data has all but
+    ``train.labelled`` training labels hidden (:func:`with_hidden_labels`, among the
+    examples not held out for validation); without labels settings it is ``ds``.
+    """
+    if train.labelled is not None:
+        model.condition, model.classifier = "label", True
+    if model.condition is None:
+        return ds
+    names = class_names(ds)
+    if not model.n_classes:
+        model.n_classes, model.classes = len(names), names
+    elif len(names) > model.n_classes:
+        raise VarfamError(
+            f"{ds.name} has {len(names)} classes but the run was built for {model.n_classes}"
+        )
+    if train.labelled is None:
+        return ds
+    return with_hidden_labels(ds, train.labelled, train.seed, model.n_classes, train.validation)
