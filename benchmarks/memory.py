@@ -136,7 +136,8 @@ def render(rows: list[tuple[str, dict]], quick: bool) -> str:
         f"Measured by `python benchmarks/memory.py{' --quick' if quick else ''}` on "
         f"{time.strftime('%Y-%m-%d')}: varfam {varfam.__version__}, {platform.machine()} "
         f"with {os.cpu_count()} logical CPUs, {THREADS} thread(s) per process "
-        "(`OMP_NUM_THREADS`; the machine was shared). Peak resident set size of the "
+        "(`OMP_NUM_THREADS`; the machine was shared with other jobs, so the wall times and "
+        "rates are not speed measurements). Peak resident set size of the "
         "training process (`/usr/bin/time -v`), default model (MLP 400, D = 20), batch 128.",
         "",
         "| training | peak RSS (MB) | wall time (s) | examples/s |",

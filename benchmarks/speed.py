@@ -14,22 +14,19 @@ Sections (all on the CPU, with torch's default thread count unless stated):
 3. the levers of varfam's loop, each switched off alone;
 4. importance-sampled log-likelihood (K = 1000 and K = 10 on 1,000 test images) against
    a per-example loop;
-5. every registered family's training rate relative to ``diagonal``;
-6. memory: peak RSS while training on Fashion-MNIST, and while training from a 2 GB
-   memory-mapped ``.npy`` file (generated, then deleted).
+5. every registered family's training rate relative to ``diagonal``.
+
+Peak memory, through the command line and through Python, is measured by
+``benchmarks/memory.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import platform
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -287,67 +284,6 @@ def family_rates(data: Dataset, epochs: int) -> list[dict]:
     return rows
 
 
-# ---------------------------------------------------------------- 6. memory
-_RSS_CHILD = r"""
-import json, resource, sys, time
-import numpy as np, torch, varfam
-from varfam import VAE
-from varfam.data import Dataset
-mode, arg, epochs, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-if len(sys.argv) > 5:  # a lower threshold for streaming (the quick run's small file)
-    import varfam.batches
-    varfam.batches.IN_MEMORY_BYTES = int(sys.argv[5])
-if mode == "named":
-    data = varfam.load_dataset(arg)
-    if limit:
-        data = data.limit(limit)
-else:  # a memory-mapped .npy: train on all but the last 10,000 rows, test on those
-    mapped = np.load(arg, mmap_mode="r")
-    test = torch.from_numpy(np.array(mapped[-10000:])).float()
-    data = Dataset("mapped", mapped[:-10000], test)
-torch.manual_seed(0)
-model = VAE.build(data_shape=tuple(data.train.shape[1:]))
-t0 = time.perf_counter()
-result = varfam.train(model, data, epochs=epochs)
-# VmHWM: this process image's peak RSS. (ru_maxrss of a child started by fork + exec
-# also counts the RSS of the parent it was forked from, which can be larger.)
-hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-print(json.dumps({"maxrss_mb": hwm / 1024,
-                  "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "n": int(data.train.shape[0]), "seconds": time.perf_counter() - t0,
-                  "rate": result.history[-1]["samples_per_s"]}))
-"""
-
-
-def peak_rss(mode: str, arg: str, epochs: int, limit: int = 0, stream_above: int = 0) -> dict:
-    extra = [str(stream_above)] if stream_above else []
-    out = subprocess.run(
-        [sys.executable, "-c", _RSS_CHILD, mode, arg, str(epochs), str(limit), *extra],
-        capture_output=True, text=True, check=False,
-    )
-    if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1][:200]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def memory_mapped_rss(gigabytes: float, quick: bool) -> dict:
-    rows = int(gigabytes * 1e9 / (784 * 4))
-    with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks") as tmp:
-        path = Path(tmp) / "big.npy"
-        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                          shape=(rows, 1, 28, 28))
-        g = np.random.default_rng(0)
-        for i in range(0, rows, 65536):  # grey noise in [0, 1], written in pieces
-            block = g.random((min(65536, rows - i), 1, 28, 28), dtype=np.float32)
-            array[i : i + len(block)] = block
-        array.flush()
-        del array
-        size = path.stat().st_size
-        result = peak_rss("npy", str(path), 1, stream_above=50_000_000 if quick else 0)
-    result.update({"file_gb": size / 1e9, "rows": rows})
-    return result  # the temporary folder and the file are deleted here
-
-
 # ---------------------------------------------------------------- the report
 def fmt(v: float, digits: int = 0) -> str:
     return f"{v:,.{digits}f}"
@@ -403,15 +339,6 @@ def render(r: dict) -> str:
         else:
             lines.append(f"| {row['family']} | {opts} | {row['prior']} | {fmt(row['rate'])} | "
                          f"{row['slowdown']:.2f} | {row['test_elbo']:.2f} |")
-    m = r["memory"]
-    lines += ["", "### Memory (peak resident set size of a training process)", "",
-              "| data | examples | peak RSS (MB) | examples/s |", "|---|---:|---:|---:|"]
-    for label, row in m.items():
-        if "error" in row:
-            lines.append(f"| {label} | failed: {row['error']} | | |")
-        else:
-            lines.append(f"| {label} | {row['n']:,} | {fmt(row['maxrss_mb'])} | "
-                         f"{fmt(row['rate'])} |")
     lines += [""]
     return "\n".join(lines)
 
@@ -492,17 +419,6 @@ def main() -> None:
     for row in r["families"]:
         say(f"   {row['family']:12s} {row.get('rate', float('nan')):8.0f} ex/s "
             f"{row.get('slowdown', float('nan')):5.2f}x {row.get('error', '')}")
-
-    say("6. memory")
-    r["memory"] = {
-        "fashion-mnist in memory (2 epochs)": peak_rss(
-            "named", "fashion-mnist", 2, 10_000 if quick else 0),
-    }
-    mapped = memory_mapped_rss(0.2 if quick else 2.0, quick)
-    label = f"memory-mapped float32 .npy of {mapped['file_gb']:.1f} GB (1 epoch)"
-    r["memory"][label] = mapped
-    for k, v in r["memory"].items():
-        say(f"   {k}: {v}")
 
     block = render(r)
     print(block)

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import varfam
+from _quadrature import grid, logit_axis, weights
 from _training import train_steps_finite
 from varfam.errors import VarfamError
 from varfam.families.discrete import RelaxedOneHotGroups, annealed_temperature
@@ -18,17 +19,11 @@ from varfam.registry import FAMILIES, PRIORS
 f64 = torch.float64
 
 
-def logit_grid(half_width: float, n: int) -> tuple[torch.Tensor, float]:
-    s = torch.linspace(-half_width, half_width, n, dtype=f64)
-    return s, float(s[1] - s[0])
-
-
 def integrate_simplex_k2(q, half_width: float = 70.0, n: int = 20001) -> torch.Tensor:
     """∫ q over z = (y, 1 - y), y in (0, 1), with y = sigmoid(s): dy = y (1 - y) ds."""
-    s, ds = logit_grid(half_width, n)
-    z = torch.stack([torch.sigmoid(s), torch.sigmoid(-s)], -1).unsqueeze(1)  # (n, 1, 2)
-    jac = (torch.sigmoid(s) * torch.sigmoid(-s)).unsqueeze(1)
-    return (q.log_prob(z).exp() * jac).sum(0) * ds
+    s, log_jac = logit_axis(n, half_width)
+    two = lambda u: torch.cat([torch.sigmoid(u), torch.sigmoid(-u)], -1).unsqueeze(1)  # noqa: E731
+    return weights(lambda u: q.log_prob(two(u)), *grid([s], [log_jac])).sum(0)
 
 
 def integrate_simplex_k3(q, half_width: float = 60.0, n: int = 1201) -> torch.Tensor:
@@ -36,19 +31,19 @@ def integrate_simplex_k3(q, half_width: float = 60.0, n: int = 1201) -> torch.Te
 
     The map (s1, s2) -> (z1, z2) has Jacobian determinant z1 z2 z3.
     """
-    s, ds = logit_grid(half_width, n)
-    s1, s2 = torch.meshgrid(s, s, indexing="ij")
-    z = torch.softmax(torch.stack([s1, s2, torch.zeros_like(s1)], -1), -1).reshape(-1, 1, 3)
-    jac = z.prod(-1)
-    return (q.log_prob(z).exp() * jac).sum(0) * ds * ds
+    s, _ = logit_axis(n, half_width)
+
+    def log_density(u: torch.Tensor) -> torch.Tensor:
+        z = torch.softmax(torch.cat([u, torch.zeros_like(u[:, :1])], -1), -1)
+        return q.log_prob(z.unsqueeze(1)) + z.log().sum(-1, keepdim=True)
+
+    return weights(log_density, *grid([s, s])).sum(0)
 
 
 def integrate_unit_square(q, half_width: float = 40.0, n: int = 1601) -> torch.Tensor:
-    s, ds = logit_grid(half_width, n)
-    s1, s2 = torch.meshgrid(s, s, indexing="ij")
-    z = torch.sigmoid(torch.stack([s1, s2], -1)).reshape(-1, 1, 2)
-    jac = (z * (1 - z)).prod(-1)
-    return (q.log_prob(z).exp() * jac).sum(0) * ds * ds
+    s, log_jac = logit_axis(n, half_width)
+    return weights(lambda u: q.log_prob(torch.sigmoid(u).unsqueeze(1)),
+                   *grid([s, s], [log_jac, log_jac])).sum(0)
 
 
 # ------------------------------------------------------------------ densities integrate to one

@@ -35,6 +35,7 @@ import torch
 from torch.distributions import kl_divergence
 
 import varfam  # noqa: F401  (registers every built-in part)
+from _quadrature import logit_axis, mass, sample_box
 from varfam.checkpoint import load_model, save_model
 from varfam.objectives import stop_gradient_log_prob
 from varfam.registry import FAMILIES, PRIORS
@@ -128,32 +129,6 @@ def test_stop_gradient_log_prob_reaches_only_z(name: str) -> None:
 
 
 # ------------------------------------------------------------------ normalization
-def _grid_integral(log_density, axes: list[torch.Tensor], log_jac: list[torch.Tensor]) -> float:
-    """Σ exp(log_density(points) + Σ log_jac) · Π cell widths over a product grid, chunked."""
-    mesh = torch.meshgrid(*axes, indexing="ij")
-    jac = torch.meshgrid(*log_jac, indexing="ij")
-    points = torch.stack([m.reshape(-1) for m in mesh], -1)
-    log_j = sum(j.reshape(-1) for j in jac)
-    cell = math.prod(float(a[1] - a[0]) for a in axes)
-    total = 0.0
-    with torch.no_grad():
-        for start in range(0, points.shape[0], 50_000):
-            lp = log_density(points[start : start + 50_000])
-            total += float(torch.exp(lp + log_j[start : start + 50_000]).sum())
-    return total * cell
-
-
-def _midpoints(lo: float, hi: float, n: int) -> torch.Tensor:
-    edges = torch.linspace(lo, hi, n + 1, dtype=torch.float64)
-    return 0.5 * (edges[1:] + edges[:-1])
-
-
-def _logit_axis(n: int, half_width: float = 40.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Midpoints s in logit space and log dx/ds = log σ(s) + log σ(-s)."""
-    s = _midpoints(-half_width, half_width, n)
-    return s, torch.nn.functional.logsigmoid(s) + torch.nn.functional.logsigmoid(-s)
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_density_integrates_to_one(name: str) -> None:
     family = build(name, latent_dim=2)
@@ -167,25 +142,20 @@ def test_density_integrates_to_one(name: str) -> None:
     if support == "real":
         with torch.no_grad():
             samples = q.sample((100_000,)).squeeze(1)
-        lo, hi = torch.quantile(samples, 0.001, dim=0), torch.quantile(samples, 0.999, dim=0)
-        mid, half = (lo + hi) / 2, hi - lo
-        axes = [_midpoints(float(mid[i] - half[i]), float(mid[i] + half[i]), 300) for i in (0, 1)]
-        total = _grid_integral(log_density, axes, [torch.zeros(300)] * 2)
+        total = mass(log_density, sample_box(samples, 300, widen=1.0, q=1e-3))
     elif support == "sphere":
         n = 4000
         angle = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
         circle = torch.stack([torch.cos(angle), torch.sin(angle)], -1)
         with torch.no_grad():
             total = float(torch.exp(log_density(circle)).sum()) * 2 * math.pi / n
-    elif support == "simplex":
-        s, log_jac = _logit_axis(8000)
-        x, one_minus_x = torch.sigmoid(s), torch.sigmoid(-s)
-        with torch.no_grad():
-            lp = log_density(torch.stack([x, one_minus_x], -1))
-        total = float(torch.exp(lp + log_jac).sum()) * float(s[1] - s[0])
+    elif support == "simplex":  # (x, 1 - x) with x = sigmoid(s)
+        s, log_jac = logit_axis(8000)
+        total = mass(lambda u: log_density(torch.cat([torch.sigmoid(u), torch.sigmoid(-u)], -1)),
+                     [s], [log_jac])
     elif support == "unit-cube":
-        s, log_jac = _logit_axis(800, half_width=30.0)
-        total = _grid_integral(lambda u: log_density(torch.sigmoid(u)), [s, s], [log_jac, log_jac])
+        s, log_jac = logit_axis(800, half_width=30.0)
+        total = mass(lambda u: log_density(torch.sigmoid(u)), [s, s], [log_jac, log_jac])
     else:
         pytest.fail(f"family {name} declares an unknown latent_support {support!r}")
     assert abs(total - 1.0) < 1e-2, f"{name}: density integrates to {total}"

@@ -20,6 +20,7 @@ import torch
 from torch.distributions import Independent, Normal
 
 import varfam
+from _quadrature import grid, moments, sample_box, weights
 from varfam.config import RunConfig, load_toml
 from varfam.errors import VarfamError
 from varfam.families.hierarchical import HierarchicalGaussian, TwoLevelGaussian
@@ -62,16 +63,10 @@ def test_ancestral_samples_follow_the_density() -> None:
     with torch.no_grad():
         q = fam(h)
         z = q.sample((200_000,))[:, 0]
-        lo, hi = z.quantile(0.0005, dim=0), z.quantile(0.9995, dim=0)
-        axes = [torch.linspace(float(a - (b - a)), float(b + (b - a)), 601, dtype=DT)
-                for a, b in zip(lo, hi)]
-        mids = [(a[1:] + a[:-1]) / 2 for a in axes]
-        pts = torch.cartesian_prod(*mids)
-        cell = float((axes[0][1] - axes[0][0]) * (axes[1][1] - axes[1][0]))
-        dens = q.log_prob(pts[:, None, :])[:, 0].exp() * cell
+    pts, log_w = grid(sample_box(z, 600))
+    dens = weights(lambda p: q.log_prob(p[:, None, :])[:, 0], pts, log_w)
     assert abs(float(dens.sum()) - 1.0) < 2e-3
-    mean_q = (dens[:, None] * pts).sum(0)
-    cov_q = (dens[:, None] * (pts - mean_q)).T @ (pts - mean_q)
+    mean_q, cov_q = moments(dens, pts)
     se = (z.var(0) / z.shape[0]).sqrt()
     assert ((mean_q - z.mean(0)).abs() < 5 * se).all()
     torch.testing.assert_close(cov_q, torch.cov(z.T), rtol=0.03, atol=1e-3)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 import varfam
+from _quadrature import grid, moments, sample_box, weights
 from varfam.checkpoint import load_model, save_model
 from varfam.errors import VarfamError
 from varfam.families import DiagonalGaussian
@@ -93,33 +94,19 @@ def test_gradients_reach_every_parameter(name: str) -> None:
         assert encoder.family.loc.weight.grad.abs().sum() > 0
 
 
-def _grid(name: str, n: int = 401) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
-    """(density on an n×n grid, grid points (n*n, 2), cell area, samples (200k, 2))."""
+@pytest.mark.parametrize("name", MINE)
+def test_density_integrates_to_one_and_matches_samples(name: str) -> None:
     prior, encoder = build(name, latent_dim=2)
     torch.manual_seed(11)
     with torch.no_grad():
         p = prior(encoder)
         z = p.sample((200_000,))
-        lo, hi = torch.quantile(z, 0.0005, dim=0), torch.quantile(z, 0.9995, dim=0)
-        mid, half = (lo + hi) / 2, 1.5 * (hi - lo)
-        edges = [torch.linspace(float(m - h), float(m + h), n + 1, dtype=DT)
-                 for m, h in zip(mid, half)]
-        centres = [(e[1:] + e[:-1]) / 2 for e in edges]
-        pts = torch.cartesian_prod(*centres)
-        area = float((edges[0][1] - edges[0][0]) * (edges[1][1] - edges[1][0]))
-        dens = torch.cat([p.log_prob(c).exp() for c in pts.split(20_000)])
-    return dens, pts, area, z
-
-
-@pytest.mark.parametrize("name", MINE)
-def test_density_integrates_to_one_and_matches_samples(name: str) -> None:
-    dens, pts, area, z = _grid(name)
-    total = float(dens.sum() * area)
+    pts, log_w = grid(sample_box(z, 401))
+    w = weights(p.log_prob, pts, log_w)
+    total = float(w.sum())
     assert abs(total - 1.0) < 5e-3, f"{name}: density integrates to {total}"
     # moments of log_prob (quadrature) vs moments of sample (Monte Carlo, 200k draws)
-    w = dens * area / total
-    mean_q = (w[:, None] * pts).sum(0)
-    cov_q = ((w[:, None] * (pts - mean_q)).T @ (pts - mean_q))
+    mean_q, cov_q = moments(w, pts)
     mean_mc, cov_mc = z.mean(0), torch.cov(z.T)
     se = (cov_mc.diagonal() / z.shape[0]).sqrt()
     assert ((mean_q - mean_mc).abs() < 5 * se + 1e-3).all(), (name, mean_q, mean_mc)

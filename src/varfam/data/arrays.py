@@ -15,7 +15,7 @@ Values: ``bool`` → 0/1; integers (any width) must lie in 0..255 and are divide
 read in chunks whose pages are released, so it is never held in memory whole. When
 its float32 form exceeds :data:`varfam.batches.IN_MEMORY_BYTES` (256 MiB) it is
 not converted at all: the train and test parts are
-:class:`~varfam.batches.MappedRows`, read when indexed, which training streams
+:class:`~varfam.data.mapped.MappedRows`, read when indexed, which training streams
 batch by batch. Arrays inside a ``.npz`` are read whole (zip members cannot be
 mapped): save large data as ``.npy``.
 
@@ -215,7 +215,7 @@ def from_array(
     Each part is converted from ``x`` chunk by chunk, so ``x`` is never held in its
     own dtype and float32 at once. A memory-mapped ``x`` whose float32 form exceeds
     :data:`varfam.batches.IN_MEMORY_BYTES` is not read at all: its parts are
-    :class:`~varfam.batches.MappedRows` that read rows when indexed (training
+    :class:`~varfam.data.mapped.MappedRows` that read rows when indexed (training
     streams them batch by batch).
     """
     from .. import batches
