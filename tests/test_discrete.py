@@ -10,7 +10,6 @@ from safetensors.torch import load_file, save_file
 
 import varfam
 from _quadrature import grid, logit_axis, weights
-from _training import train_steps_finite
 from varfam.errors import VarfamError
 from varfam.families.discrete import RelaxedOneHotGroups, annealed_temperature
 from varfam.objectives import kl_term
@@ -221,22 +220,3 @@ def test_vae_build_gives_the_default_prior_the_family_options() -> None:
     assert PRIORS.build("categorical", 6, (1, 8, 8)).categories == 6
 
 
-@pytest.mark.parametrize(
-    ("name", "dim", "family_options", "prior_options"),
-    [
-        ("gumbel", 20, {}, {}),
-        ("gumbel", 6, {"categories": 3}, {"categories": 3}),
-        ("bernoulli", 6, {}, {"binary": True}),
-    ],
-)
-def test_vae_trains_two_steps(name, dim, family_options, prior_options) -> None:
-    model = varfam.VAE.build(
-        data_shape=(1, 8, 8),
-        hidden=(16,),
-        latent_dim=dim,
-        family=name,
-        family_options=family_options,
-        prior="categorical",
-        prior_options=prior_options,
-    )
-    train_steps_finite(model)
