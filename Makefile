@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.varfam-installed
 
-.PHONY: demo test venv clean lint
+.PHONY: demo test test-all venv clean lint
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,7 +29,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/varfam train --out runs/demo
 
+# make test: the CI suite without the tests marked slow (under 4 minutes on 2 cores);
+# make test-all: everything, including the slow tier (torchrun, signals, compile-heavy
+# tests, the full composition product).
 test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
