@@ -57,6 +57,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "d2": _train(root / "d2", "digits", 2),
         "d5": _train(root / "d5", "digits", 5),
         "rgb": _train(root / "rgb", str(root / "rgb.npz"), 3, family="mixture"),
+        # conditioned on labels: the page's class picker decodes with the chosen class
+        "cond": _train(root / "cond", "digits", 3, condition="label", n_classes=10,
+                       classes=tuple(str(d) for d in range(10)), prior="conditional"),
     }
 
 
@@ -95,10 +98,12 @@ def pixels(image: dict[str, Any]) -> np.ndarray:
 
 
 @torch.no_grad()
-def expected(model: varfam.VAE, z: list[float] | torch.Tensor) -> np.ndarray:
-    """What the page must show for code ``z``: the model's decoded mean, as RGBA."""
+def expected(model: varfam.VAE, z: list[float] | torch.Tensor,
+             label: int | None = None) -> np.ndarray:
+    """What the page must show for code ``z`` (and class ``label`` of a model conditioned on
+    labels): the model's decoded mean, as RGBA."""
     z = torch.as_tensor(z, dtype=torch.float32).reshape(1, -1)
-    return rgba_pixels(model.decode(z).mean)[0]
+    return rgba_pixels((model.decode(z) if label is None else model.decode(z, label)).mean)[0]
 
 
 def same_pixels(shown: np.ndarray, want: np.ndarray) -> bool:
@@ -306,8 +311,8 @@ def _act(page, action) -> list[float]:
     return page.evaluate("window.varfamExplorer.z")
 
 
-def _check_shows(page, model: varfam.VAE, z: list[float]) -> None:
-    assert same_pixels(_shown(page, "#decoded"), expected(model, z))
+def _check_shows(page, model: varfam.VAE, z: list[float], label: int | None = None) -> None:
+    assert same_pixels(_shown(page, "#decoded"), expected(model, z, label))
 
 
 def test_page_in_chromium(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -395,6 +400,88 @@ def test_page_in_chromium(runs: dict[str, Path], tmp_path: Path) -> None:
             keep = os.environ.get("VARFAM_EXPLORER_SCREENSHOT")
             if keep:
                 shutil.copyfile(shot, keep)
+        finally:
+            browser.close()
+    assert not problems, problems
+
+
+# ---------------------------------------------------------------- a run conditioned on labels
+def test_a_conditioned_run_decodes_with_the_class_asked_for(runs: dict[str, Path]) -> None:
+    model, cfg = open_run(runs["cond"])
+    x, labels = run_test_data(cfg)
+    first = int(labels[0])
+    with serving(runs["cond"]) as url:
+        _, info = call(url + "/api/info")
+        _, m = call(url + "/api/map")
+        assert info["condition"] == {"classes": [str(d) for d in range(10)], "label": first}
+        # test examples are placed on the map with their own labels
+        coords, _, _ = pca_2d(latent_map(model, x, y=labels))
+        np.testing.assert_allclose(m["coords"], coords.numpy(), atol=1e-5)
+        z = [0.4, -0.3, 1.1]
+        shown = {}
+        for label in (3, "7", None):
+            status, out = call(url + "/api/decode", {"z": z, "label": label})
+            assert status == 200 and out["label"] == (first if label is None else int(label))
+            assert same_pixels(pixels(out["image"]), expected(model, z, out["label"]))
+            shown[out["label"]] = pixels(out["image"])
+        assert not np.array_equal(shown[3], shown[7])
+        _, s = call(url + "/api/sample", {"seed": 5, "label": 2})
+        torch.manual_seed(5)
+        want = model.prior_distribution([2]).sample().reshape(-1)
+        np.testing.assert_allclose(s["z"], want.numpy(), atol=1e-6)
+        assert same_pixels(pixels(s["image"]), expected(model, s["z"], 2))
+        _, ex = call(url + "/api/example?index=6")
+        assert ex["label"] == int(labels[6])
+        assert same_pixels(pixels(ex["image"]), expected(model, ex["z"], int(labels[6])))
+        _, strip = call(url + "/api/interpolate", {"a": 1, "b": 2, "steps": 5})
+        grid = rgba_pixels(interpolation_grid(model, x[[1, 2]], steps=5, y=labels[[1, 2]]))
+        assert all(same_pixels(pixels(a), b) for a, b in zip(strip["images"], grid))
+        status, out = call(url + "/api/decode", {"z": z, "label": "cat"})
+        assert status == 400 and "unknown label 'cat'" in out["error"]
+    with serving(runs["d2"]) as url:
+        status, out = call(url + "/api/decode", {"z": [0, 0], "label": 1})
+        assert status == 400 and "not conditioned on labels" in out["error"]
+
+
+def test_the_class_picker_in_chromium(runs: dict[str, Path]) -> None:
+    executable = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="Playwright not installed (pip install playwright)")
+    model, cfg = open_run(runs["cond"])
+    _, labels = run_test_data(cfg)
+    problems: list[str] = []
+    with serving(runs["cond"]) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1180, "height": 980})
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(url + "/")
+            _settled(page)
+            picker = page.locator("#class-picker")
+            assert picker.is_visible() and picker.locator("option").count() == 10
+            assert picker.input_value() == str(int(labels[0]))
+            z0 = page.evaluate("window.varfamExplorer.z")
+            _check_shows(page, model, z0, int(labels[0]))
+            # choosing a class decodes the same code with it
+            pick = (int(labels[0]) + 3) % 10
+            z1 = _act(page, lambda: picker.select_option(str(pick)))
+            assert z1 == z0 and page.evaluate("window.varfamExplorer.label") == pick
+            _check_shows(page, model, z1, pick)
+            assert f"class {pick}" in page.inner_text("#decoded-caption")
+            # a point of the map is decoded with the chosen class
+            z2 = _act(page, lambda: page.locator("#map").click(position={"x": 160, "y": 140}))
+            assert z2 != z1
+            _check_shows(page, model, z2, pick)
+            # a prior draw of that class
+            z3 = _act(page, lambda: page.click("#sample"))
+            _check_shows(page, model, z3, pick)
+            # a test example is decoded with its own label, and the picker follows it
+            page.fill("#example-index", "6")
+            z4 = _act(page, lambda: page.click("#goto"))
+            _check_shows(page, model, z4, int(labels[6]))
+            assert picker.input_value() == str(int(labels[6]))
+            assert page.evaluate("window.varfamExplorer.error") is None
         finally:
             browser.close()
     assert not problems, problems

@@ -62,7 +62,8 @@ def labelled_indices(
 
     Candidates are the first ``among`` examples (all by default). Every class gets
     ``keep // n_classes`` examples and ``keep % n_classes`` classes, chosen with the
-    seed, one more. The walk over a seeded permutation stops at the last example kept.
+    seed, one more. The walk over ``torch.randperm(among)`` under ``seed`` stops at the
+    last example kept.
     """
     n = labels.shape[0] if among is None else min(among, labels.shape[0])
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < n_classes:
@@ -72,11 +73,12 @@ def labelled_indices(
     if keep > n:
         raise VarfamError(f"--labelled {keep} is more than the {n} training examples")
     g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=g)  # the walk: torch.randperm(n) under the seed
     quota = torch.full((n_classes,), keep // n_classes, dtype=torch.long)
     quota[torch.randperm(n_classes, generator=g)[: keep % n_classes]] += 1
     room = quota.tolist()
     chosen: list[int] = []
-    for i in torch.randperm(n, generator=g).tolist():
+    for i in order.tolist():
         c = int(labels[i])  # read one label at a time: the walk stops at the last one kept
         if 0 <= c < n_classes and room[c] > 0:
             room[c] -= 1
