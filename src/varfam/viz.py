@@ -32,6 +32,9 @@ __all__ = [
     "to_latent_support",
     "traversal_grid",
     "manifold_grid",
+    "class_grid",
+    "label_rows",
+    "save_class_grid",
 ]
 
 
@@ -79,9 +82,15 @@ def save_grid(images: Tensor, path: str | Path, ncol: int = 8) -> Path:
 
 
 @torch.no_grad()
-def reconstruction_grid(model: VAE, x: Tensor, draws: int = 1) -> tuple[Tensor, int]:
-    """Rows of [input, reconstruction × draws]; returns (images, images per row)."""
-    rec = model.reconstruct(x.to(model.device), draws=draws)
+def reconstruction_grid(
+    model: VAE, x: Tensor, draws: int = 1, y: Tensor | None = None
+) -> tuple[Tensor, int]:
+    """Rows of [input, reconstruction × draws]; returns (images, images per row).
+
+    ``y``: the labels of ``x`` for a model conditioned on labels.
+    """
+    rec = model.reconstruct(x.to(model.device), draws=draws,
+                            y=None if y is None else y.to(model.device))
     rec = rec.unsqueeze(0) if draws == 1 else rec
     rows = torch.cat([x.to(model.device).unsqueeze(0), rec], 0)  # (1+draws, B, ...)
     return rows.transpose(0, 1).reshape(-1, *x.shape[1:]), draws + 1
@@ -93,16 +102,68 @@ def sample_grid(model: VAE, n: int = 64) -> Tensor:
 
 
 @torch.no_grad()
-def interpolation_grid(model: VAE, pairs: Tensor, steps: int = 10) -> Tensor:
+def class_grid(model: VAE, per_class: int = 8) -> Tensor:
+    """Class-conditional samples of a model conditioned on labels: one row of ``per_class``
+    draws x ~ p(x|z, y), z ~ p(z|y) per class y, shape (C * per_class, *data_shape)."""
+    c = model.condition.n_classes
+    y = torch.arange(c, device=model.device).repeat_interleave(per_class)
+    return model.sample(c * per_class, y)
+
+
+def label_rows(grid: Image.Image, names: list[str], rows: int) -> Image.Image:
+    """``grid`` with ``names[r]`` written left of its row r (``rows`` rows of equal height)."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(grid)
+    width = max(int(draw.textlength(n, font=font)) for n in names) + 8
+    out = Image.new(grid.mode, (grid.width + width, grid.height), "white" if grid.mode == "RGB"
+                    else 255)
+    out.paste(grid, (width, 0))
+    draw = ImageDraw.Draw(out)
+    height = grid.height / rows
+    for r, name in enumerate(names):
+        draw.text((4, int((r + 0.5) * height) - 6), name, fill="black" if out.mode == "RGB"
+                  else 0, font=font)
+    return out
+
+
+def save_class_grid(model: VAE, path: str | Path, per_class: int = 8) -> Path:
+    """Write :func:`class_grid` as a PNG, each row labelled with its class name."""
+    images = class_grid(model, per_class)
+    names = list(model.condition.names)
+    grid = label_rows(image_grid(images, per_class, scale=_auto_scale(images)), names, len(names))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
+
+
+@torch.no_grad()
+def interpolation_grid(
+    model: VAE, pairs: Tensor, steps: int = 10, y: Tensor | None = None
+) -> Tensor:
     """Decode straight lines between the latent locations of pairs of inputs.
 
-    ``pairs``: (2P, *data_shape), consecutive items form a pair. Returns
-    (P * steps, *data_shape), one row per pair. Spherical families are
-    interpolated along the great circle (spherical linear interpolation).
+    ``pairs``: (2P, *data_shape), consecutive items form a pair (an odd last item is
+    left out). Returns (P * steps, *data_shape), one row per pair. Spherical families
+    are interpolated along the great circle (spherical linear interpolation). In a
+    model conditioned on labels, ``y`` holds the pairs' labels: each end is encoded with
+    its own, and the one-hot label moves linearly from one end's to the other's along
+    the path (the decoder reads it as a probability vector).
     """
-    z = model.encode_location(pairs.to(model.device))
+    if pairs.shape[0] < 2:
+        raise ValueError(f"interpolation needs at least two inputs, got {pairs.shape[0]}")
+    pairs = pairs[: pairs.shape[0] - pairs.shape[0] % 2].to(model.device)
+    labels = model.labels_of(pairs, None if y is None else y[: pairs.shape[0]].to(model.device))
+    z = model.encode_location(pairs) if labels is None else model.encode_location(pairs, labels)
     a, b = z[0::2], z[1::2]
     t = torch.linspace(0, 1, steps, device=z.device).view(1, -1, 1)
+    soft = None
+    if labels is not None:  # the label's one-hot code along the same path
+        code = model.condition.one_hot(labels, z)
+        soft = code[0::2, None] + t * (code[1::2] - code[0::2])[:, None]
+        soft = soft.reshape(-1, code.shape[-1])
     if getattr(model.family, "default_prior", "") == "uniform-sphere":
         a, b = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
         omega = torch.acos((a * b).sum(-1).clamp(-1 + 1e-6, 1 - 1e-6)).view(-1, 1, 1)
@@ -111,13 +172,20 @@ def interpolation_grid(model: VAE, pairs: Tensor, steps: int = 10) -> Tensor:
         )
     else:
         path = a[:, None] + t * (b - a)[:, None]
-    return model.decode(path.reshape(-1, z.shape[-1])).mean
+    return _decoded(model, path.reshape(-1, z.shape[-1]), soft)
+
+
+def _decoded(model: VAE, z: Tensor, y: Tensor | int | None) -> Tensor:
+    """Decoded means of ``z`` (N, D), with labels ``y`` only for a model that reads them."""
+    return (model.decode(z) if y is None else model.decode(z, y)).mean
 
 
 def pca_2d(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Project (N, D) to its two principal axes: (coords (N, 2), mean (D,), axes (D, 2)).
 
     For D <= 2 the axes are the coordinate axes themselves (D = 1 pads a zero axis).
+    With fewer than two examples beyond the first (N <= 2) there are fewer than two
+    principal axes; the missing one is a zero axis, so coords are always (N, 2).
     """
     z = z.double()
     mean = z.mean(0)
@@ -126,17 +194,25 @@ def pca_2d(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         axes = torch.eye(d, 2, dtype=z.dtype)
     else:
         _, _, v = torch.linalg.svd(z - mean, full_matrices=False)
-        axes = v[:2].T
+        axes = torch.zeros(d, 2, dtype=z.dtype)
+        k = min(2, v.shape[0])
+        axes[:, :k] = v[:k].T
     if d <= 2:
         mean = torch.zeros_like(mean)
     return ((z - mean) @ axes).float(), mean.float(), axes.float()
 
 
 @torch.no_grad()
-def latent_map(model: VAE, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """Latent locations (N, D) of ``x``, batched."""
+def latent_map(
+    model: VAE, x: Tensor, batch_size: int = 1000, y: Tensor | None = None
+) -> Tensor:
+    """Latent locations (N, D) of ``x``, batched; ``y``: the labels of a model conditioned
+    on labels."""
     out = [
-        model.encode_location(x[i : i + batch_size].to(model.device)).float().cpu()
+        model.encode_location(
+            x[i : i + batch_size].to(model.device),
+            None if y is None else y[i : i + batch_size].to(model.device),
+        ).float().cpu()
         for i in range(0, x.shape[0], batch_size)
     ]
     return torch.cat(out)
@@ -145,13 +221,16 @@ def latent_map(model: VAE, x: Tensor, batch_size: int = 1000) -> Tensor:
 def save_latent_map(
     model: VAE, x: Tensor, labels: Tensor | None, path: str | Path
 ) -> Path:
-    """Scatter plot of the test set's latent means in 2-D (PCA when D > 2), coloured by label."""
+    """Scatter plot of the test set's latent means in 2-D (PCA when D > 2), coloured by label.
+
+    A model conditioned on labels encodes each example with its label.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    coords, _, _ = pca_2d(latent_map(model, x))
+    coords, _, _ = pca_2d(latent_map(model, x, y=labels if model.uses_labels else None))
     fig, ax = plt.subplots(figsize=(6, 5.4), dpi=100)
     if labels is not None:
         sc = ax.scatter(coords[:, 0], coords[:, 1], c=labels.cpu(), cmap="tab10", s=6, alpha=0.8)
@@ -161,7 +240,8 @@ def save_latent_map(
     two_d = model.latent_dim <= 2
     ax.set_xlabel("z1" if two_d else "principal axis 1")
     ax.set_ylabel("z2" if two_d else "principal axis 2")
-    ax.set_title(f"latent means of {x.shape[0]} test examples")
+    n = x.shape[0]
+    ax.set_title(f"latent means of {n} test example{'s' if n != 1 else ''}")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
@@ -172,23 +252,31 @@ def save_latent_map(
 def write_run_pictures(
     model: VAE, test: Tensor, labels: Tensor | None, run_dir: str | Path, seed: int = 0
 ) -> dict[str, Path]:
-    """Write reconstructions.png, samples.png, interpolation.png and latent.png into ``run_dir``."""
+    """Write reconstructions.png, samples.png, interpolation.png and latent.png into ``run_dir``.
+
+    Any number of test examples works: interpolation.png needs two and is left out
+    with one. A model conditioned on labels reads the test ``labels``, and its
+    samples.png holds one row of class-conditional samples per class, named.
+    """
     run_dir = Path(run_dir)
     model.eval()
     state = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
-        rec, per_row = reconstruction_grid(model, test[:16], draws=1)
+        y = labels if model.uses_labels else None
+        rec, per_row = reconstruction_grid(model, test[:16], draws=1,
+                                           y=None if y is None else y[:16])
         out = {
             "reconstructions": save_grid(rec, run_dir / "reconstructions.png", ncol=4 * per_row),
-            "samples": save_grid(sample_grid(model, 64), run_dir / "samples.png", ncol=8),
-            "interpolation": save_grid(
-                interpolation_grid(model, test[:8], steps=10),
-                run_dir / "interpolation.png",
-                ncol=10,
-            ),
-            "latent": save_latent_map(model, test, labels, run_dir / "latent.png"),
+            "samples": save_class_grid(model, run_dir / "samples.png") if model.uses_labels
+            else save_grid(sample_grid(model, 64), run_dir / "samples.png", ncol=8),
         }
+        if test.shape[0] >= 2:
+            out["interpolation"] = save_grid(
+                interpolation_grid(model, test[:8], steps=10, y=None if y is None else y[:8]),
+                run_dir / "interpolation.png", ncol=10,
+            )
+        out["latent"] = save_latent_map(model, test, labels, run_dir / "latent.png")
     finally:
         torch.set_rng_state(state)
     return out
@@ -214,7 +302,8 @@ def to_latent_support(z: Tensor, support: str) -> Tensor:
 
 @torch.no_grad()
 def traversal_grid(
-    model: VAE, base: Tensor, dims: list[int], steps: int = 9, span: float = 3.0
+    model: VAE, base: Tensor, dims: list[int], steps: int = 9, span: float = 3.0,
+    label: int | None = None,
 ) -> Tensor:
     """Latent traversals: one row per dimension in ``dims``, ``steps`` images per row.
 
@@ -222,7 +311,8 @@ def traversal_grid(
     ``base[u] + t`` for ``t`` in ``linspace(-span, span, steps)``, projected onto the
     family's support (on the unit cube the dimension runs over [0, 1]; on the
     simplex the code moves from ``base`` to the vertex ``e_u``). Returns decoded
-    means, shape (len(dims) * steps, *data_shape).
+    means, shape (len(dims) * steps, *data_shape). ``label``: the class every image is
+    decoded with, in a model conditioned on labels.
     """
     support = getattr(model.family, "latent_support", "real")
     base = base.to(model.device, torch.float32)
@@ -239,17 +329,21 @@ def traversal_grid(
         else:
             z[r, :, u] = base[u] + t
     z = to_latent_support(z, support)
-    return model.decode(z.reshape(-1, z.shape[-1])).mean
+    return _decoded(model, z.reshape(-1, z.shape[-1]), label)
 
 
 @torch.no_grad()
-def manifold_grid(model: VAE, n: int = 15, locations: Tensor | None = None) -> Tensor:
+def manifold_grid(
+    model: VAE, n: int = 15, locations: Tensor | None = None, label: int | None = None
+) -> Tensor:
     """Decode an n × n grid over a 2-D latent square: (n * n, *data_shape), z2 decreasing by row.
 
     With real latents and a prior that has a mean and standard deviation, the grid
     is the prior's Gaussian quantiles 5 %..95 % on each axis, as in Kingma & Welling
     (2014), "Auto-Encoding Variational Bayes", Fig. 4. Otherwise it spans the 1 %..99 %
     quantiles of ``locations`` (N, 2), the test set's latent means, or [-3, 3]².
+    ``label``: the class of a model conditioned on labels (the grid spans p(z|y), and
+    every image is decoded with it).
     """
     if model.latent_dim != 2:
         raise ValueError("the manifold grid needs a 2-D latent space")
@@ -258,8 +352,9 @@ def manifold_grid(model: VAE, n: int = 15, locations: Tensor | None = None) -> T
     axes = None
     if support == "real":
         try:
-            p = model.prior_distribution()
-            mean, std = p.mean.float().cpu(), p.stddev.float().cpu()
+            p = model.prior_distribution(None if label is None else [label])
+            mean = p.mean.float().cpu().reshape(-1)
+            std = p.stddev.float().cpu().reshape(-1)
             if bool(torch.isfinite(mean).all() and torch.isfinite(std).all()):
                 gauss = torch.distributions.Normal(0.0, 1.0).icdf(unit)
                 axes = [mean[i] + std[i] * gauss for i in range(2)]
@@ -275,4 +370,4 @@ def manifold_grid(model: VAE, n: int = 15, locations: Tensor | None = None) -> T
     z1, z2 = axes[0], axes[1].flip(0)
     grid = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], -1).reshape(-1, 2)
     z = to_latent_support(grid.to(model.device), support)
-    return model.decode(z).mean
+    return _decoded(model, z, label)
