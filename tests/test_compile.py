@@ -1,6 +1,11 @@
 """``TrainConfig.compile``: the compiled training step computes the same loss and
 gradients as the eager one (fp32), compiles once per batch shape, and says what is
-missing when there is no compiler."""
+missing when there is no compiler.
+
+``make test`` compiles two steps (the record's IWAE-DReG with a VampPrior, and the
+ELBO's warm-up over several epochs without recompiling) and checks for graph breaks
+without compiling; the tests marked slow compile the other models and modes
+(``make test-all``)."""
 
 from __future__ import annotations
 
@@ -30,8 +35,13 @@ def digits() -> Dataset:
 
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
+    import torch._inductor.config
+
     torch._dynamo.reset()
-    yield
+    # compiled code draws its random numbers with its own generator unless told to call
+    # torch's: comparing with the eager step needs the same draws
+    with torch._inductor.config.patch(fallback_random=True):
+        yield
     torch._dynamo.reset()
 
 
@@ -57,8 +67,9 @@ def _assert_compiled_step_is_eager(model: VAE, objective: Objective, mode: str) 
 
 @pytest.mark.parametrize(
     "objective",
-    [Iwae(k=4, estimator="dreg"), Iwae(k=4, estimator="stl"), Elbo(warmup_epochs=2.0)],
-    ids=["iwae-dreg", "iwae-stl", "elbo-warmup"],
+    [Iwae(k=4, estimator="dreg"),
+     pytest.param(Iwae(k=4, estimator="stl"), marks=pytest.mark.slow)],
+    ids=["iwae-dreg", "iwae-stl"],
 )
 def test_the_compiled_step_has_the_eager_loss_and_gradients(objective: Objective) -> None:
     torch.manual_seed(0)
@@ -66,6 +77,7 @@ def test_the_compiled_step_has_the_eager_loss_and_gradients(objective: Objective
     _assert_compiled_step_is_eager(model, objective, "default")
 
 
+@pytest.mark.slow
 def test_the_hierarchical_vae_compiles_to_the_eager_loss_and_gradients() -> None:
     torch.manual_seed(0)
     model = VAE.build(
@@ -77,6 +89,7 @@ def test_the_hierarchical_vae_compiles_to_the_eager_loss_and_gradients() -> None
     _assert_compiled_step_is_eager(model, objective, "default")
 
 
+@pytest.mark.slow
 def test_the_autoregressive_likelihood_compiles_to_the_eager_loss_and_gradients() -> None:
     torch.manual_seed(0)
     model = VAE.build(**SMALL, prior="vamp", prior_options={"components": 5},
@@ -109,6 +122,7 @@ def test_the_bf16_dreg_step_is_one_graph(family: str, likelihood: str) -> None:
     assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
 
 
+@pytest.mark.slow
 def test_the_max_autotune_step_has_the_eager_loss_and_gradients() -> None:
     torch.manual_seed(0)
     model = VAE.build(**SMALL, prior="vamp", prior_options={"components": 5})
@@ -117,18 +131,26 @@ def test_the_max_autotune_step_has_the_eager_loss_and_gradients() -> None:
 
 
 def test_the_warmup_weight_follows_the_epoch_without_recompiling() -> None:
+    """The compiled ELBO with warm-up: the eager loss and gradients at every epoch."""
     torch.manual_seed(0)
-    model = VAE.build(**SMALL)
+    model = VAE.build(**SMALL)  # the standard prior: an analytic KL > 0, so the loss rises
     objective = Elbo(warmup_epochs=1.0)
-    losses = [_gradients(model, objective, "default", e)[0] for e in (0.0, 0.25)]
+    epochs = (0.0, 0.25, 0.5, 1.0, 2.0)
+    steps = [_gradients(model, objective, "default", e) for e in epochs[:2]]
     with torch._dynamo.config.patch(error_on_recompile=True):  # a new epoch: the same graph
-        losses += [_gradients(model, objective, "default", e)[0] for e in (0.5, 1.0, 2.0)]
-    eager = [_gradients(model, objective, None, e)[0] for e in (0.0, 0.25, 0.5, 1.0, 2.0)]
-    torch.testing.assert_close(torch.stack(losses), torch.stack(eager), rtol=1e-5, atol=1e-4)
+        steps += [_gradients(model, objective, "default", e) for e in epochs[2:]]
+    eager = [_gradients(model, objective, None, e) for e in epochs]
+    losses = [loss for loss, _ in steps]
+    torch.testing.assert_close(torch.stack(losses), torch.stack([loss for loss, _ in eager]),
+                               rtol=1e-5, atol=1e-4)
+    for (_, compiled), (_, reference) in zip(steps, eager):
+        for a, b in zip(compiled, reference):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert losses[0] < losses[2] < losses[3]  # the KL weight rises over the warm-up
     torch.testing.assert_close(losses[3], losses[4])  # and stays at beta after it
 
 
+@pytest.mark.slow
 def test_compiled_training_matches_eager_training(digits: Dataset) -> None:
     options = dict(epochs=2, batch_size=120, precision="fp32", seed=5,
                    objective="iwae", objective_options={"k": 3, "estimator": "dreg"})
