@@ -36,8 +36,8 @@ COLUMNS = [
 KINDS = [c["type"] for c in COLUMNS]
 
 
-def likelihood() -> MixedLikelihood:
-    return MixedLikelihood((len(COLUMNS),), columns=COLUMNS).double()
+def likelihood(**options) -> MixedLikelihood:
+    return MixedLikelihood((len(COLUMNS),), columns=COLUMNS, **options).double()
 
 
 def params(lik: MixedLikelihood, batch: int = 3, seed: int = 0) -> torch.Tensor:
@@ -76,11 +76,12 @@ def test_level_factors_sum_to_one(j: int) -> None:
     torch.testing.assert_close(total, torch.ones(3, dtype=DT), atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("scale", ["row", "column"])
 @pytest.mark.parametrize("j", [KINDS.index(k) for k in ("real", "positive")])
-def test_continuous_factors_integrate_to_one_in_original_units(j: int) -> None:
+def test_continuous_factors_integrate_to_one_in_original_units(j: int, scale: str) -> None:
     """∫ p(x) dx = 1 over the original units: the model-unit density plus the Jacobian
     of the standardization (and of the log, for positive columns)."""
-    lik = likelihood()
+    lik = likelihood(scale=scale, min_scale=0.01)
     px = lik(params(lik, seed=2))
     col = lik.columns[j]
     if col.type == "real":
@@ -89,7 +90,7 @@ def test_continuous_factors_integrate_to_one_in_original_units(j: int) -> None:
         xs = np.exp(np.linspace(col.loc - 40 * col.scale, col.loc + 40 * col.scale, 40001))
     u = torch.from_numpy(col.to_model(xs))[:, None].expand(-1, 3)
     dens = (column_log_prob(px, j, u) + torch.from_numpy(col.log_jacobian(u.numpy()))).exp()
-    total = torch.from_numpy(np.trapezoid(dens.numpy(), xs, axis=0))
+    total = torch.from_numpy(np.trapezoid(dens.detach().numpy(), xs, axis=0))
     torch.testing.assert_close(total, torch.ones(3, dtype=DT), atol=1e-4, rtol=0)
 
 

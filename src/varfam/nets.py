@@ -7,7 +7,8 @@ An architecture is a factory ``(data_shape, hidden, latent_dim, out_params) →
   (the family owns the final heads);
 - the decoder maps z ``(N, D)`` to likelihood parameters ``(N, out_params, *data_shape)``.
 
-Any user module with those shapes works in their place.
+Any user module with those shapes works in their place. The built-in architectures
+take the option ``masked`` for data with missing values (:class:`MaskedInput`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "mlp",
     "gated_mlp",
     "conv",
+    "MaskedInput",
 ]
 
 
@@ -162,11 +164,41 @@ class ConvDecoder(nn.Module):
         return y.reshape(z.shape[0], self.out_params, c, h, w)
 
 
+class MaskedInput(nn.Module):
+    """Feeds ``net`` the input with missing values (NaN) set to 0, stacked with the observed
+    mask along dim 1 (channels, or vector entries): ``net`` is built for twice as many.
+
+    The architectures' option ``masked`` (set by ``varfam train --mask``) adds it, so the
+    encoder of data with missing values sees where they are (Mattei & Frellsen 2019, MIWAE).
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.feature_dim = net.feature_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        observed = ~torch.isnan(x)
+        filled = torch.where(observed, x, torch.zeros_like(x))
+        return self.net(torch.cat([filled, observed.to(x.dtype)], 1))
+
+
+def _encoder(make: Callable[[tuple[int, ...]], nn.Module], data_shape: tuple[int, ...],
+             masked: bool) -> nn.Module:
+    """``make(data_shape)``, or with ``masked`` for [values, mask] (:class:`MaskedInput`)."""
+    if not masked:
+        return make(data_shape)
+    return MaskedInput(make((2 * data_shape[0], *data_shape[1:])))
+
+
 @ARCHITECTURES.register("mlp", "fully connected encoder/decoder (textbook: 784-400-20)")
 def mlp(
-    data_shape: tuple[int, ...], hidden: tuple[int, ...], latent_dim: int, out_params: int
+    data_shape: tuple[int, ...], hidden: tuple[int, ...], latent_dim: int, out_params: int,
+    *, masked: bool = False,
 ) -> tuple[nn.Module, nn.Module]:
-    return MLPEncoder(data_shape, hidden), MLPDecoder(data_shape, hidden, latent_dim, out_params)
+    return _encoder(lambda s: MLPEncoder(s, hidden), data_shape, masked), MLPDecoder(
+        data_shape, hidden, latent_dim, out_params
+    )
 
 
 @ARCHITECTURES.register(
@@ -175,17 +207,21 @@ def mlp(
     "Tomczak & Welling 2018, VAE with a VampPrior",
 )
 def gated_mlp(
-    data_shape: tuple[int, ...], hidden: tuple[int, ...], latent_dim: int, out_params: int
+    data_shape: tuple[int, ...], hidden: tuple[int, ...], latent_dim: int, out_params: int,
+    *, masked: bool = False,
 ) -> tuple[nn.Module, nn.Module]:
-    return MLPEncoder(data_shape, hidden, _gated), MLPDecoder(
+    return _encoder(lambda s: MLPEncoder(s, hidden, _gated), data_shape, masked), MLPDecoder(
         data_shape, hidden, latent_dim, out_params, _gated
     )
 
 
 @ARCHITECTURES.register("conv", "convolutional encoder/decoder for (C, H, W) images, any size")
 def conv(
-    data_shape: tuple[int, ...], hidden: tuple[int, ...], latent_dim: int, out_params: int
+    data_shape: tuple[int, ...], hidden: tuple[int, ...], latent_dim: int, out_params: int,
+    *, masked: bool = False,
 ) -> tuple[nn.Module, nn.Module]:
-    return ConvEncoder(data_shape, hidden), ConvDecoder(data_shape, hidden, latent_dim, out_params)
+    return _encoder(lambda s: ConvEncoder(s, hidden), data_shape, masked), ConvDecoder(
+        data_shape, hidden, latent_dim, out_params
+    )
 
 

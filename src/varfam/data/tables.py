@@ -604,11 +604,16 @@ def configure_model(model: Any, data: Dataset, train: Any = None) -> str | None:
     ``mixed`` with the table's columns, and the default architecture (``mlp``)
     becomes ``tabular`` with the columns' levels. Columns already recorded (a
     resumed run) are kept. For other data with a mask (``train.mask``): the
-    likelihood scores observed values only (option ``masked``).
+    ``masked`` likelihood around the chosen one, and the architecture's ``masked`` option.
     """
     if not isinstance(data, TableDataset):
-        if train is not None and getattr(train, "mask", None):
-            model.likelihood_options.setdefault("masked", True)
+        if train is not None and getattr(train, "mask", None) and model.likelihood != "masked":
+            model.likelihood_options = {"base": model.likelihood,
+                                        "options": dict(model.likelihood_options)}
+            model.likelihood = "masked"
+            model.arch_options["masked"] = True
+            return f"missing values ({train.mask}): the {model.likelihood_options['base']} " \
+                "likelihood scores the observed values only; the encoder sees the mask"
         return None
     if model.likelihood in ("bernoulli", "mixed"):
         model.likelihood = "mixed"

@@ -11,7 +11,8 @@ a one-line :class:`~varfam.errors.VarfamError`. ``discrete`` is True where
 Built in: ``bernoulli``, ``continuous-bernoulli`` (``bernoulli.py``);
 ``gaussian``, ``laplace`` (``location_scale.py``); ``discretized-logistic``,
 ``categorical`` (``eight_bit.py``); ``autoregressive-bernoulli``
-(``autoregressive.py``); ``mixed``, tables with missing cells (``mixed.py``).
+(``autoregressive.py``); ``mixed``, tables with missing cells (``mixed.py``);
+``masked``, any of them scored on observed values only (``masked.py``).
 Losses are computed from logits, never from ``sigmoid`` followed by BCE. Every
 module of this package is imported here.
 
@@ -41,6 +42,7 @@ from .eight_bit import (
 )
 from .autoregressive import AutoregressiveBernoulliLikelihood, LocalAutoregressiveBernoulli
 from .mixed import MixedColumns, MixedLikelihood, OrderedLogistic
+from .masked import MaskedLikelihood, ObservedOnly
 # isort: on
 
 for _info in pkgutil.iter_modules(__path__):
@@ -65,4 +67,6 @@ __all__ = [
     "MixedLikelihood",
     "MixedColumns",
     "OrderedLogistic",
+    "MaskedLikelihood",
+    "ObservedOnly",
 ]

@@ -62,5 +62,5 @@ def check_finite(x: Tensor, name: str) -> None:
     if bad:
         raise VarfamError(
             f"the data hold {bad} NaN or infinite values, which the {name} likelihood cannot "
-            "model; remove or replace them before training"
+            "model; remove or replace them, or train with --mask nan if NaN marks missing values"
         )
