@@ -111,3 +111,20 @@ def test_random_rows_do_not_map_the_file_into_memory(tmp_path: Path) -> None:
     got = read(np.random.default_rng(0).integers(0, rows, 2048))
     assert got.shape == (2048, 28, 28)
     assert _rss_file_kb() - before < 8 * 1024  # KB; through the mapping it grew by tens of MB
+
+
+def test_the_commands_work_on_a_run_trained_from_a_large_file(
+    tmp_path: Path, stream_everything, capsys
+) -> None:
+    from varfam.cli import main
+
+    path = _save(tmp_path, np.random.default_rng(3).random((400, 8, 8), dtype=np.float32))
+    run = str(tmp_path / "run")
+    assert main(["train", "--data", str(path), "--epochs", "1", "--hidden", "16",
+                 "--latent-dim", "2", "--out", run, "--quiet", "--no-report"]) == 0
+    assert {p.name for p in Path(run).glob("*.png")} >= {"latent.png", "interpolation.png"}
+    assert main(["eval", run, "--iw", "5", "--json"]) == 0
+    assert main(["encode", run, "-o", str(tmp_path / "z.npz")]) == 0
+    with np.load(tmp_path / "z.npz") as f:
+        assert sorted(f["index"].tolist()) == list(range(400))
+    assert main(["report", run]) == 0

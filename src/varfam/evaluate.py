@@ -424,6 +424,8 @@ def evaluate(
     if limit is not None:
         x = x[:limit]
         labels = None if labels is None else labels[:limit]
+    if not isinstance(x, Tensor):  # rows of a large file (MappedRows): read those measured
+        x = x[:]
     if x.shape[0] < 1:
         raise VarfamError("there are no test examples to evaluate; check --data and --limit")
     if tuple(x.shape[1:]) != tuple(model.data_shape):
