@@ -202,7 +202,7 @@ class VAE(nn.Module):
         """p(z): batch_shape (), event_shape (D,); with labels ``y`` (B,) p(z|y), whose
         batch_shape is (B,) for a prior that reads y and () for one that does not."""
         encode = self.encode if self.condition is None else self._encode_pseudo_inputs
-        with fp32(self.device.type):
+        with fp32():  # whichever autocast is on: finding self.device walks every parameter
             if y is None or self.condition is None:
                 return self.prior(encode)
             labels = self.labels(y, 1 if isinstance(y, (int, str)) else len(y))

@@ -67,7 +67,8 @@ def kl_term(
         lq = q.log_prob(z) if log_q is None else log_q
         lp = p.log_prob(z) if log_p is None else log_p
         return lq - lp
-    return kl.expand(z.shape[:-1])
+    lead = z.shape[:-1]
+    return kl if kl.shape == lead else kl.expand(lead)
 
 
 def kl_per_dimension(q: Distribution, p: Distribution) -> Tensor | None:
@@ -234,7 +235,11 @@ class Elbo(Objective):
                 kl_for_loss = per_dim.mean(0).clamp_min(self.free_bits).sum().expand_as(kl)
             else:  # a non-factorized q: the floor applies to the total KL
                 kl_for_loss = kl.mean().clamp_min(self.free_bits * z.shape[-1]).expand_as(kl)
-        return Terms(recon - self.kl_weight(epoch) * kl_for_loss, recon - kl, recon, kl)
+        elbo = recon - kl
+        weight = self.kl_weight(epoch)
+        if isinstance(weight, float) and weight == 1.0 and kl_for_loss is kl:
+            return Terms(elbo, elbo, recon, kl)  # the plain ELBO: no ops spent on a weight of 1
+        return Terms(recon - weight * kl_for_loss, elbo, recon, kl)
 
 
 @OBJECTIVES.register(

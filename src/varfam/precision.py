@@ -62,18 +62,42 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 _suspended: list[str] = []
 
 
+#: The context :func:`fp32` returns where no autocast is active (reusable: it holds no state).
+_NOTHING_TO_SUSPEND = contextlib.nullcontext()
+_AUTOCAST_DEVICE_TYPES = ("cpu", "cuda")
+
+
+def fp32(device_type: str | None = None) -> contextlib.AbstractContextManager:
+    """Suspend autocast (if active) so that densities are computed in fp32.
+
+    ``device_type``: the autocast to suspend (``"cpu"``, ``"cuda"``); ``None``: every
+    one that is active, for callers that hold no tensor to ask. Where none is active
+    (evaluation, fp32 training) it returns a shared no-op context at once: the hot
+    loop enters this context a few times per step.
+    """
+    if device_type is not None:
+        if not torch.is_autocast_enabled(device_type):
+            return _NOTHING_TO_SUSPEND
+        return _suspend(device_type)
+    active = [t for t in _AUTOCAST_DEVICE_TYPES if torch.is_autocast_enabled(t)]
+    if not active:
+        return _NOTHING_TO_SUSPEND
+    if len(active) == 1:
+        return _suspend(active[0])
+    stack = contextlib.ExitStack()  # pragma: no cover - autocast on two device types at once
+    for t in active:
+        stack.enter_context(_suspend(t))
+    return stack
+
+
 @contextlib.contextmanager
-def fp32(device_type: str) -> Iterator[None]:
-    """Suspend autocast (if active) so that densities are computed in fp32."""
-    if torch.is_autocast_enabled(device_type):
-        _suspended.append(device_type)
-        try:
-            with torch.autocast(device_type=device_type, enabled=False):
-                yield
-        finally:
-            _suspended.pop()
-    else:
-        yield
+def _suspend(device_type: str) -> Iterator[None]:
+    _suspended.append(device_type)
+    try:
+        with torch.autocast(device_type=device_type, enabled=False):
+            yield
+    finally:
+        _suspended.pop()
 
 
 @contextlib.contextmanager

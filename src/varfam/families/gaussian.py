@@ -14,6 +14,8 @@ MultivariateNormal↔MultivariateNormal and the LowRank pairs, but not these.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.distributions import (
@@ -25,17 +27,27 @@ from torch.distributions import (
     register_kl,
 )
 
+from ..distributions import DiagonalNormal
 from ..errors import VarfamError
 from ..registry import FAMILIES
 from .base import Family
 
 __all__ = [
+    "DiagonalNormal",
     "DiagonalGaussian",
     "FullCovarianceGaussian",
     "LowRankGaussian",
     "kl_gaussian_diagonal",
     "positive_scale",
+    "log_positive_scale",
 ]
+
+
+
+
+def log_positive_scale(raw: Tensor, min_scale: float = 1e-5) -> Tensor:
+    """``log`` of :func:`positive_scale`: ``max(raw / 2, log min_scale)``; no logarithm taken."""
+    return (0.5 * raw).clamp_min(math.log(min_scale))
 
 
 def positive_scale(raw: Tensor, min_scale: float = 1e-5) -> Tensor:
@@ -44,7 +56,7 @@ def positive_scale(raw: Tensor, min_scale: float = 1e-5) -> Tensor:
     ``raw`` is a log-variance, as in the classic VAE example; the result is
     clamped below by ``min_scale`` to keep ``log_prob`` finite in low precision.
     """
-    return torch.exp(0.5 * raw).clamp_min(min_scale)
+    return log_positive_scale(raw, min_scale).exp()
 
 
 @FAMILIES.register(
@@ -67,7 +79,7 @@ class DiagonalGaussian(Family):
         self.log_var = nn.Linear(feature_dim, latent_dim)
 
     def forward(self, h: Tensor) -> Distribution:
-        return Independent(Normal(self.loc(h), positive_scale(self.log_var(h))), 1)
+        return DiagonalNormal(self.loc(h), log_positive_scale(self.log_var(h)))
 
     def location(self, h: Tensor) -> Tensor:
         return self.loc(h)
@@ -211,3 +223,4 @@ def _kl_lowrank_diagonal(q: LowRankMultivariateNormal, p: Independent) -> Tensor
     chol = torch.linalg.cholesky(capacitance)
     logdet = torch.log(d).sum(-1) + 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     return kl_gaussian_diagonal(q.loc, var_diag, logdet, p_loc, p_scale)
+

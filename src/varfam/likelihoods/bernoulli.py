@@ -24,12 +24,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution
+from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent
 
 from ..registry import LIKELIHOODS
 from .base import Likelihood, check_unit_interval
 
 __all__ = [
+    "bernoulli_log_prob",
+    "IndependentBernoulli",
     "BernoulliLikelihood",
     "ContinuousBernoulliLikelihood",
     "StableContinuousBernoulli",
@@ -91,6 +93,57 @@ class StableContinuousBernoulli(ContinuousBernoulli):
         return continuous_bernoulli_log_normalizer(self.logits) - self.logits * self.mean
 
 
+def bernoulli_log_prob(logits: Tensor, x: Tensor, event_dims: int) -> Tensor:
+    """``log Bernoulli(x; σ(l)) = x·l − softplus(l)`` (nats), summed over the last ``event_dims``.
+
+    ``x`` in [0, 1] broadcasts against ``logits`` (e.g. (B, ...) against (k, B, ...);
+    it is expanded, never copied); the result has the broadcast shape without its
+    last ``event_dims`` dims. torch's ``binary_cross_entropy_with_logits`` (one ATen
+    kernel, exact to rounding through ``log_sigmoid``), summed before it is negated,
+    so the negation and its backward touch (B,) values rather than every pixel.
+
+    >>> l, x = torch.tensor([[-30.0, 0.0, 2.0]]), torch.tensor([[1.0, 0.5, 0.0]])
+    >>> bernoulli_log_prob(l, x, 1), -F.binary_cross_entropy_with_logits(l, x).mul(3)
+    (tensor([-32.8201]), tensor(-32.8201))
+    """
+    if x.shape != logits.shape:
+        logits, x = torch.broadcast_tensors(logits, x)
+    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    return -bce.sum(tuple(range(-event_dims, 0))) if event_dims else -bce
+
+
+class IndependentBernoulli(Independent):
+    """``Independent(Bernoulli(logits=l), n)``: p(x|z) of the Bernoulli likelihood, built for the
+    hot loop (no broadcasting or checks: ``logits`` come from the decoder, (B, *event)),
+    with ``log_prob`` from :func:`bernoulli_log_prob` and ``log_prob_tiled`` for k latents
+    per image (``x`` is broadcast, never copied k times)."""
+
+    def __init__(self, logits: Tensor, event_dims: int) -> None:
+        base = Bernoulli.__new__(Bernoulli)
+        base.logits = base._param = logits
+        Distribution.__init__(base, logits.shape, validate_args=False)
+        self.base_dist = base
+        self.reinterpreted_batch_ndims = event_dims
+        split = logits.dim() - event_dims
+        Distribution.__init__(self, logits.shape[:split], logits.shape[split:],
+                              validate_args=False)
+
+    def expand(self, batch_shape: torch.Size, _instance: IndependentBernoulli | None = None):
+        new = self._get_checked_instance(IndependentBernoulli, _instance)
+        logits = self.base_dist.logits.expand(torch.Size(batch_shape) + self.event_shape)
+        IndependentBernoulli.__init__(new, logits, self.reinterpreted_batch_ndims)
+        return new
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """log p(x|z) in nats, shape ``batch_shape`` (or the broadcast batch of ``value``)."""
+        return bernoulli_log_prob(self.base_dist.logits, value, self.reinterpreted_batch_ndims)
+
+    def log_prob_tiled(self, x: Tensor, lead: tuple[int, ...], observed: None = None) -> Tensor:
+        """log p(x|z), shape ``lead``, of the rows tiling ``x`` (B, *event), B = lead[-1]."""
+        logits = self.base_dist.logits.view(*lead, *self.event_shape)
+        return bernoulli_log_prob(logits, x, self.reinterpreted_batch_ndims)
+
+
 @LIKELIHOODS.register(
     "bernoulli",
     "Bernoulli on logits (binary or grey values in [0, 1], as in the textbook example)",
@@ -106,7 +159,9 @@ class BernoulliLikelihood(Likelihood):
     discrete = True
 
     def forward(self, params: Tensor) -> Distribution:
-        return self._event(Bernoulli(logits=params[:, 0], validate_args=False))
+        # squeeze, not params[:, 0]: its backward is a view, where select's fills a zero
+        # tensor of the decoder's output and copies the gradient into it
+        return IndependentBernoulli(params.squeeze(1), len(self.data_shape))
 
     def check_data(self, x: Tensor) -> None:
         check_unit_interval(x, "bernoulli")
@@ -130,7 +185,7 @@ class ContinuousBernoulliLikelihood(Likelihood):
     """
 
     def forward(self, params: Tensor) -> Distribution:
-        return self._event(StableContinuousBernoulli(logits=params[:, 0]))
+        return self._event(StableContinuousBernoulli(logits=params.squeeze(1)))
 
     def check_data(self, x: Tensor) -> None:
         check_unit_interval(x, "continuous-bernoulli")

@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution
 
+from ..distributions import DiagonalNormal
 from ..errors import VarfamError
 from ..parts import TrainingHooks
 from ..registry import PRIORS
@@ -63,4 +64,4 @@ class StandardNormal(Prior):
         self.register_buffer("_zero", torch.zeros(latent_dim), persistent=False)
 
     def forward(self, encode: Encode | None = None) -> Distribution:
-        return Independent(Normal(self._zero, torch.ones_like(self._zero)), 1)
+        return DiagonalNormal.standard_normal(self._zero)  # Independent(Normal(0, 1), 1)
