@@ -205,6 +205,12 @@ def test_sample_eval_and_the_saved_run(table_run: tuple[Path, Path, Path], tmp_p
     assert run("eval", out, "--iw", 20, "--json", "--no-record") == 0
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert np.isfinite(m["log_likelihood"]) and m["log_likelihood"] >= m["elbo"] - 1
+    for name in ("marginals.png", "correlations.png", "latent.png"):  # not image grids
+        assert (out / name).is_file(), name
+    assert not (out / "reconstructions.png").exists()
+    assert run("report", out, "--iw", 5, "--no-record") == 0
+    page = (out / "report.html").read_text()
+    assert all(f'id="{key}"' in page for key in ("marginals", "correlations", "latent-map"))
 
 
 def test_imputation_beats_the_column_means() -> None:

@@ -212,6 +212,7 @@ img{image-rendering:pixelated;max-width:100%}p.note{color:#555}"""
 def _pictures(model: VAE, x: torch.Tensor, labels: torch.Tensor | None,
               m: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(key, title, html body) of every picture section."""
+    from .table_report import is_table, table_sections
     from .viz import (
         interpolation_grid,
         manifold_grid,
@@ -221,6 +222,9 @@ def _pictures(model: VAE, x: torch.Tensor, labels: torch.Tensor | None,
         traversal_grid,
     )
 
+    if is_table(model):  # a table: marginals, correlations and the latent map
+        return [(key, title, _img_tag(png, title) + f'<p class="note">{html.escape(note)}</p>')
+                for key, title, png, note in table_sections(model, x, labels)]
     out = []
     y = labels if model.uses_labels else None  # what a model conditioned on labels reads
     label, label_text = None, ""  # the class of the traversals and the manifold
