@@ -87,6 +87,7 @@ def test_row_reader_reads_through_the_file_for_views_and_tensors(tmp_path: Path)
         read = row_reader(source)
         np.testing.assert_array_equal(read(where[where < len(expect)]),
                                       expect[where[where < len(expect)]])
+    assert row_reader(mapped)(np.array([], dtype=np.int64)).shape == (0, 2, 3)
     with pytest.raises(IndexError):
         row_reader(mapped)(np.array([40]))
     assert is_file_backed(mapped) and not is_file_backed(np.array(mapped))

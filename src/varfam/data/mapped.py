@@ -103,6 +103,8 @@ class _PreadRows:
         if where.size and (where.min() < 0 or where.max() >= self.n):
             raise IndexError(f"row index out of range for {self.n} rows")
         out = np.empty((len(where), self.row_bytes), dtype=np.uint8)
+        if not len(where):
+            return out.view(self.dtype).reshape(0, *self.row_shape)
         runs = np.flatnonzero(np.diff(where) != 1) + 1
         for lo, hi in zip(np.r_[0, runs], np.r_[runs, len(where)]):
             view = memoryview(out[lo:hi]).cast("B")
