@@ -96,7 +96,8 @@ def measure(tmp: Path, rows: int, quick: bool) -> list[tuple[str, dict]]:
     big = tmp / "big.npy"
     size = write_noise(big, rows)
     # the quick check lowers the in-memory limit so that its small file is streamed too
-    setup = "import varfam.batches; varfam.batches.IN_MEMORY_BYTES = 20_000_000" if quick else ""
+    setup = ("import varfam.data.mapped; varfam.data.mapped.IN_MEMORY_BYTES = 20_000_000"
+             if quick else "")
     label = f"memory-mapped float32 .npy of {size / 1e9:.1f} GB ({rows:,} x 28 x 28), 1 epoch"
     out: list[tuple[str, dict]] = []
     try:

@@ -18,7 +18,7 @@ from varfam.data.mapped import MappedRows, is_file_backed, row_reader
 @pytest.fixture
 def stream_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     """Treat every file as too large to hold in memory."""
-    monkeypatch.setattr("varfam.batches.IN_MEMORY_BYTES", 100)
+    monkeypatch.setattr("varfam.data.mapped.IN_MEMORY_BYTES", 100)
 
 
 def _save(tmp_path: Path, x: np.ndarray, name: str = "x.npy") -> Path:
@@ -35,7 +35,7 @@ def test_a_large_file_loads_as_rows_equal_to_the_in_memory_dataset(
     x = (g.random(shape) * (255 if dtype == np.uint8 else 1)).astype(dtype)
     path = _save(tmp_path, x)
     held = varfam.load_dataset(str(path))
-    monkeypatch.setattr("varfam.batches.IN_MEMORY_BYTES", 100)
+    monkeypatch.setattr("varfam.data.mapped.IN_MEMORY_BYTES", 100)
     mapped = varfam.load_dataset(str(path))
     assert isinstance(mapped.train, MappedRows) and isinstance(mapped.test, MappedRows)
     assert mapped.data_shape == held.data_shape and mapped.train.shape == held.train.shape
@@ -63,7 +63,7 @@ def test_training_on_mapped_rows_equals_training_in_memory(
     x = (np.random.default_rng(2).random((300, 8, 8)) * 255).astype(np.uint8)
     path = _save(tmp_path, x)
     held = varfam.load_dataset(str(path))
-    monkeypatch.setattr("varfam.batches.IN_MEMORY_BYTES", 100)
+    monkeypatch.setattr("varfam.data.mapped.IN_MEMORY_BYTES", 100)
     mapped = varfam.load_dataset(str(path))
     results = []
     for data in (held, mapped):

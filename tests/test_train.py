@@ -203,7 +203,7 @@ def test_training_from_a_memory_mapped_uint8_file_equals_in_memory(
     test = torch.from_numpy(test_u8).float().div_(255.0)
     in_memory = train(_model(), Dataset("d", as_float, test), epochs=2, **FAST)
     assert BatchSource(mapped, torch.device("cpu"), in_memory_bytes=1000).streamed
-    monkeypatch.setattr("varfam.batches.IN_MEMORY_BYTES", 1000)  # stream this small file
+    monkeypatch.setattr("varfam.data.mapped.IN_MEMORY_BYTES", 1000)  # stream this small file
     streamed = train(_model(), Dataset("d", mapped, test), epochs=2, **FAST)
     _assert_same(_weights(in_memory.model), _weights(streamed.model))
 

@@ -5,7 +5,7 @@ batch is one gather of rows by index from a single array, converted to float32
 once. That array is either
 
 - **resident**: a tensor in memory (moved to the GPU once when training there),
-  the fast path used for every dataset that fits in :data:`IN_MEMORY_BYTES`; or
+  the fast path used for every dataset that fits in :data:`varfam.data.mapped.IN_MEMORY_BYTES`; or
 - **streamed**: a file-backed array larger than that (a
   :class:`~varfam.data.mapped.MappedRows` from :func:`varfam.load_dataset`, or an
   array from ``np.load(path, mmap_mode="r")`` or a tensor made from one), of which
@@ -26,22 +26,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .data import mapped
 from .data.mapped import MappedRows, is_file_backed, split_rows
 
 __all__ = [
     "BatchSource",
-    "IN_MEMORY_BYTES",
     "MappedRows",
     "is_file_backed",
     "float_chunks",
     "split_rows",
 ]
 
-#: File-backed arrays whose float32 form is at most this many bytes are read into
-#: memory; larger ones are read batch by batch. 256 MiB keeps a training process
-#: under 1 GB of resident memory whatever the file's size (docs/performance.md,
-#: "Memory and memory-mapped data").
-IN_MEMORY_BYTES = 256 << 20
 
 
 def _as_rows(x: Any) -> Any:
@@ -90,7 +85,7 @@ class BatchSource:
     with that seed) once, up front. ``gather(idx)`` returns the rows ``idx``
     (a 1-D int64 tensor) as ``(len(idx), *data_shape)`` float32 on ``device``;
     ``chunks(size)`` walks the array in order. A file-backed array whose
-    float32 form exceeds ``in_memory_bytes`` (default :data:`IN_MEMORY_BYTES`) is
+    float32 form exceeds ``in_memory_bytes`` (default :data:`varfam.data.mapped.IN_MEMORY_BYTES`) is
     streamed; anything else is held in memory.
     """
 
@@ -107,7 +102,7 @@ class BatchSource:
         self.data_shape = tuple(int(s) for s in x.shape[1:])
         self.scale: float | None = None  # per-batch multiplier for integer arrays
         float_bytes = 4 * self.n * int(np.prod(self.data_shape))
-        limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
+        limit = mapped.IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
         x = _as_rows(x)  # file-backed: read from the file, never mapped whole
         self.streamed = isinstance(x, MappedRows) and float_bytes > limit
         if binarize_seed is not None:

@@ -247,10 +247,13 @@ class RunPictures(_RunFolderWriter):
 
     def write(self, run: TrainingRun, result: TrainResult, seed: int) -> None:
         from .runs import scored_test_inputs
+        from .table_report import is_table, write_table_pictures
         from .viz import write_run_pictures
 
         x = scored_test_inputs(run.data, run.config)
-        written = write_run_pictures(result.model, x, run.data.test_labels, run.run_dir, seed=seed)
+        # a table's pictures are its marginals, correlations and latent map, not image grids
+        write = write_table_pictures if is_table(result.model) else write_run_pictures
+        written = write(result.model, x, run.data.test_labels, run.run_dir, seed=seed)
         for name, path in written.items():
             run.log_image(result.state, name, path)
 

@@ -467,9 +467,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .data.tables import TABLE_SUFFIXES
 
     if Path(args.output).suffix.lower() in TABLE_SUFFIXES:  # synthetic rows of a table run
-        from .commands.tables import write_table_samples
+        from .data.tables import write_frame
+        from .impute import sample_table
 
-        return write_table_samples(args.run, args.n, args.output, args.seed)
+        model, _ = open_run_for_command(args.run)
+        print(write_frame(sample_table(model, args.n, seed=args.seed), args.output))
+        return 0
     model, _ = open_run_for_command(args.run)
     _seeded(args.seed)
     if args.label is None:

@@ -60,6 +60,7 @@ __all__ = [
     "probe_accuracy",
     "bits_per_dim",
     "evaluate",
+    "marginal_importance_sampling",
     "run_eval_data",
     "ACTIVE_THRESHOLD",
 ]
@@ -171,7 +172,7 @@ def importance_sampling(
 
     For a model conditioned on labels, ``y`` (N,) are the labels and the estimate is of
     ``log p(x|y)`` with ``z ~ q(z|x, y)``
-    (:func:`varfam.semisupervised.marginal_importance_sampling` sums y out).
+    (:func:`marginal_importance_sampling` sums y out).
 
     Draws are taken one at a time for all N examples at once (so the numbers do
     not depend on the chunking); latents are then decoded in blocks of
@@ -486,7 +487,7 @@ def _measure(model: VAE, x: Tensor, labels: Tensor | None, train: Tensor | None,
                    elbo_iw_samples=float(res.elbo.mean()),
                    inference_gap=gap, inference_gap_se=_finite(gap_se))
     if classifier:
-        from .semisupervised import accuracy, marginal_importance_sampling
+        from .semisupervised import accuracy
 
         if labels is not None:
             out["accuracy"] = accuracy(model, x, labels)
@@ -542,3 +543,23 @@ def run_eval_data(cfg: RunConfig, data: str | Dataset | None = None) -> Dataset:
         test, _ = run_test_data(cfg, data)
     train = binarize_fixed(ds.train, split_seed(cfg.train.seed, "train")) if binarize else ds.train
     return Dataset(ds.name, train, test, ds.train_labels, ds.test_labels)
+
+
+def marginal_importance_sampling(
+    model: VAE, x: Tensor, k: int, *, memory_mb: float = 8.0, seed: int | None = None
+) -> Tensor:
+    """``log p(x) = log Σ_y p(y) p(x|y)`` per example of ``x`` (N,), float64 nats.
+
+    Each ``p(x|y)`` is importance-sampled with ``k`` draws from ``q(z|x, y)``
+    (:func:`varfam.evaluate.importance_sampling`), every class in turn: y is summed
+    out exactly, at C times the cost of one conditional estimate.
+    """
+    c = model.condition.n_classes
+    per_class = []
+    for label in range(c):
+        y = torch.full((x.shape[0],), label, dtype=torch.long)
+        res = importance_sampling(
+            model, x, k, y=y, memory_mb=memory_mb, seed=None if seed is None else seed + label
+        )
+        per_class.append(res.log_likelihood)
+    return torch.logsumexp(torch.stack(per_class), 0) - math.log(c)

@@ -155,8 +155,8 @@ class Objective:
         if y is not None and model.uses_labels and model.condition.classifier is not None:
             from .semisupervised import labelled_objective
 
-            return labelled_objective(self, model, x, y, epoch, alpha=self.alpha,
-                                      labelled_share=self.labelled_share)
+            return ObjectiveResult(*labelled_objective(
+                self, model, x, y, epoch, alpha=self.alpha, labelled_share=self.labelled_share))
         t = self.terms(model, x, epoch, y if model.uses_labels else None)
         return ObjectiveResult(-t.surrogate.mean(), t.elbo, t.reconstruction, t.kl)
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import ModelConfig
     from .labels import Classifier
     from .model import VAE
-    from .objectives import Objective, ObjectiveResult
+    from .objectives import Objective
 
 __all__ = [
     "TrainingLabels",
@@ -54,7 +54,6 @@ __all__ = [
     "fit_classifier",
     "accuracy",
     "predict",
-    "marginal_importance_sampling",
 ]
 
 #: The classification weight of the paper, per labelled example and relative to N / N_l.
@@ -223,16 +222,15 @@ def labelled_objective(
     *,
     alpha: float | None = None,
     labelled_share: float | None = None,
-) -> ObjectiveResult:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``objective``'s bound with labels ``y`` (B,) int64, -1 where hidden (see module doc).
 
     Reported per example (B,): for a labelled row the bound on ``log p(x|y)`` and its
     terms; for a hidden one ``U(x)`` with reconstruction ``Σ_y q(y|x) E[log p(x|z, y)]``
     and KL ``Σ_y q(y|x) KL_y + KL(q(y|x) || p(y))``. One pass of the networks serves the
-    labelled rows and the C copies of the hidden ones.
+    labelled rows and the C copies of the hidden ones. Returns (loss, elbo, reconstruction,
+    kl), the fields of :class:`varfam.objectives.ObjectiveResult` (which wraps them).
     """
-    from .objectives import ObjectiveResult
-
     y = y.to(x.device).long()
     known = y >= 0
     n_l = int(known.sum())
@@ -286,7 +284,7 @@ def labelled_objective(
         weights.append(1.0 - share)
     total = sum(weights)
     value = sum(w / total * p for w, p in zip(weights, parts)) if total > 0 else sum(parts)
-    return ObjectiveResult(-value, elbo, recon, kl)
+    return -value, elbo, recon, kl
 
 
 # ---------------------------------------------------------------- measuring
@@ -309,25 +307,3 @@ def predict(model: VAE, x: Tensor, batch_size: int = 1000) -> Tensor:
 def accuracy(model: VAE, x: Tensor, y: Tensor, batch_size: int = 1000) -> float:
     """The share of examples of ``x`` whose most probable class under q(y|x) is ``y``."""
     return float((predict(model, x, batch_size) == y.cpu()).double().mean())
-
-
-def marginal_importance_sampling(
-    model: VAE, x: Tensor, k: int, *, memory_mb: float = 8.0, seed: int | None = None
-) -> Tensor:
-    """``log p(x) = log Σ_y p(y) p(x|y)`` per example of ``x`` (N,), float64 nats.
-
-    Each ``p(x|y)`` is importance-sampled with ``k`` draws from ``q(z|x, y)``
-    (:func:`varfam.evaluate.importance_sampling`), every class in turn: y is summed
-    out exactly, at C times the cost of one conditional estimate.
-    """
-    from .evaluate import importance_sampling
-
-    c = model.condition.n_classes
-    per_class = []
-    for label in range(c):
-        y = torch.full((x.shape[0],), label, dtype=torch.long)
-        res = importance_sampling(
-            model, x, k, y=y, memory_mb=memory_mb, seed=None if seed is None else seed + label
-        )
-        per_class.append(res.log_likelihood)
-    return torch.logsumexp(torch.stack(per_class), 0) - math.log(c)

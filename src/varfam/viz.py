@@ -259,10 +259,6 @@ def write_run_pictures(
     samples.png holds one row of class-conditional samples per class, named.
     """
     run_dir = Path(run_dir)
-    from .table_report import is_table, write_table_pictures
-
-    if is_table(model):  # a table: marginals, correlations and the latent map instead
-        return write_table_pictures(model, test, labels, run_dir, seed=seed)
     model.eval()
     state = torch.get_rng_state()
     torch.manual_seed(seed)

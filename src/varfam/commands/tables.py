@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import VarfamError
 
-__all__ = ["register", "cmd_impute", "write_table_samples"]
+__all__ = ["register", "cmd_impute"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -100,12 +100,3 @@ def cmd_impute(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_table_samples(run: str, n: int, output: str, seed: int) -> int:
-    """``varfam sample RUN -o rows.csv``: ``n`` synthetic rows in the original units."""
-    from ..data.tables import write_frame
-    from ..impute import sample_table
-    from ..runs import open_run
-
-    model, _ = open_run(run)
-    print(write_frame(sample_table(model, n, seed=seed), output))
-    return 0

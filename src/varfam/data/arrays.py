@@ -13,7 +13,7 @@ Values: ``bool`` → 0/1; integers (any width) must lie in 0..255 and are divide
 (complex, strings, objects, records) is refused. Files are opened with
 ``allow_pickle=False``; a ``.npy`` file is memory-mapped (``mmap_mode="r"``) and
 read in chunks whose pages are released, so it is never held in memory whole. When
-its float32 form exceeds :data:`varfam.batches.IN_MEMORY_BYTES` (256 MiB) it is
+its float32 form exceeds :data:`varfam.data.mapped.IN_MEMORY_BYTES` (256 MiB) it is
 not converted at all: the train and test parts are
 :class:`~varfam.data.mapped.MappedRows`, read when indexed, which training streams
 batch by batch. Arrays inside a ``.npz`` are read whole (zip members cannot be
@@ -214,11 +214,11 @@ def from_array(
 
     Each part is converted from ``x`` chunk by chunk, so ``x`` is never held in its
     own dtype and float32 at once. A memory-mapped ``x`` whose float32 form exceeds
-    :data:`varfam.batches.IN_MEMORY_BYTES` is not read at all: its parts are
+    :data:`varfam.data.mapped.IN_MEMORY_BYTES` is not read at all: its parts are
     :class:`~varfam.data.mapped.MappedRows` that read rows when indexed (training
     streams them batch by batch).
     """
-    from .. import batches
+    from . import mapped as mapping
 
     check_dtype(x, source)
     layout = layout_of(tuple(x.shape), source)
@@ -232,7 +232,7 @@ def from_array(
     mapped = False
     if isinstance(x, np.memmap):
         row = convert(x[:1])
-        mapped = 4 * n * row[0].numel() > batches.IN_MEMORY_BYTES
+        mapped = 4 * n * row[0].numel() > mapping.IN_MEMORY_BYTES
     parts = [_rows(x, idx.numpy(), convert, mapped) for idx in (tr, te)]
     return Dataset(
         name,

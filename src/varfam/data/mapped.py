@@ -37,7 +37,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["MappedRows", "row_reader", "is_file_backed", "split_rows"]
+__all__ = ["MappedRows", "row_reader", "is_file_backed", "split_rows", "IN_MEMORY_BYTES"]
+
+#: Data whose float32 form is larger than this many bytes is read batch by batch from
+#: its file instead of being loaded (read at call time, so it can be changed).
+IN_MEMORY_BYTES = 256 << 20
 
 RowReader = Callable[[np.ndarray], np.ndarray]
 
