@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -213,6 +213,15 @@ def _no_classifier() -> VarfamError:
     )
 
 
+class BoundTerms(NamedTuple):
+    """The semi-supervised bound: the scalar loss and per-example (B,) terms in nats."""
+
+    loss: Tensor
+    elbo: Tensor
+    reconstruction: Tensor
+    kl: Tensor
+
+
 def labelled_objective(
     objective: Objective,
     model: VAE,
@@ -222,14 +231,14 @@ def labelled_objective(
     *,
     alpha: float | None = None,
     labelled_share: float | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> BoundTerms:
     """``objective``'s bound with labels ``y`` (B,) int64, -1 where hidden (see module doc).
 
     Reported per example (B,): for a labelled row the bound on ``log p(x|y)`` and its
     terms; for a hidden one ``U(x)`` with reconstruction ``Σ_y q(y|x) E[log p(x|z, y)]``
     and KL ``Σ_y q(y|x) KL_y + KL(q(y|x) || p(y))``. One pass of the networks serves the
-    labelled rows and the C copies of the hidden ones. Returns (loss, elbo, reconstruction,
-    kl), the fields of :class:`varfam.objectives.ObjectiveResult` (which wraps them).
+    labelled rows and the C copies of the hidden ones. Returns :class:`BoundTerms`, the
+    fields of :class:`varfam.objectives.ObjectiveResult` (which wraps them).
     """
     y = y.to(x.device).long()
     known = y >= 0
@@ -284,7 +293,7 @@ def labelled_objective(
         weights.append(1.0 - share)
     total = sum(weights)
     value = sum(w / total * p for w, p in zip(weights, parts)) if total > 0 else sum(parts)
-    return -value, elbo, recon, kl
+    return BoundTerms(-value, elbo, recon, kl)
 
 
 # ---------------------------------------------------------------- measuring
