@@ -8,6 +8,9 @@
   to any order.
 - :func:`bessel_ratio`: ``A_D(kappa) = I_{D/2}(kappa) / I_{D/2-1}(kappa)``, the
   mean resultant length of a von Mises–Fisher distribution on S^{D-1}.
+- :func:`vmf_normalizer`: ``log C_D(kappa)`` and ``A_D(kappa)`` together, what the
+  vMF's density, KL and sampler gradient need per step: two Bessel evaluations
+  forward, none backward.
 - :func:`sample_vmf_w`: Wood's (1994) rejection sampler for the component
   ``w = mu . z`` of a vMF sample, vectorized over a bounded number of rounds,
   with *implicit reparameterization* gradients for ``kappa`` (Figurnov, Mohamed
@@ -32,6 +35,7 @@ __all__ = [
     "log_bessel_iv",
     "bessel_ratio",
     "sample_vmf_w",
+    "vmf_normalizer",
     "dw_dkappa",
     "householder_rotate",
 ]
@@ -80,24 +84,30 @@ def _log_iv_series(v: float, x: Tensor) -> Tensor:
     return torch.logsumexp(torch.log(x / 2).unsqueeze(-1) * powers + consts, dim=-1)
 
 
+@lru_cache(maxsize=8)
+def _debye_matrix(device: str) -> tuple[Tensor, Tensor]:
+    """(C, k): ``C[k, j]`` the coefficient of ``t^(2j)`` in ``q_k`` (float64), and k = 0..K."""
+    polys = _debye_polynomials()
+    c = torch.zeros(len(polys), len(polys), dtype=torch.float64)
+    for k, coeffs in enumerate(polys):
+        c[k, : len(coeffs)] = torch.tensor(coeffs, dtype=torch.float64)
+    return c.to(device), torch.arange(len(polys), dtype=torch.float64, device=device)
+
+
 def _log_iv_debye(v: float, x: Tensor) -> Tensor:
     """Uniform asymptotic expansion of ``log I_v(x)`` in ``R = sqrt(v^2 + x^2)``.
 
     ``I_v(v z) ~ exp(v eta) / ((2 pi v)^(1/2) (1 + z^2)^(1/4)) sum_k u_k(t) / v^k``
     with ``t = v / R``; written in ``R`` it stays valid as ``v -> 0`` (where it
     becomes Hankel's large-argument expansion), since ``u_k(t) / v^k = q_k(t^2) / R^k``.
+    Every ``q_k(t^2) / R^k`` is evaluated at once: a matrix of powers of ``t^2`` times
+    the coefficient matrix, a handful of tensor operations whatever the number of terms.
     """
+    coeffs, k = _debye_matrix(str(x.device))
     r = torch.sqrt(v * v + x * x)
     t2 = (v / r) ** 2
-    inv_r = 1.0 / r
-    total = torch.zeros_like(x)
-    power = torch.ones_like(x)
-    for coeffs in _debye_polynomials():
-        q = torch.zeros_like(x)
-        for c in reversed(coeffs):
-            q = q * t2 + c
-        total = total + q * power
-        power = power * inv_r
+    q = (t2.unsqueeze(-1) ** k) @ coeffs.T  # (..., K): q_k(t^2)
+    total = (q * r.reciprocal().unsqueeze(-1) ** k).sum(-1)
     head = r - 0.5 * torch.log(2 * math.pi * r)
     if v > 0:
         head = head + v * torch.log(x / (v + r))
@@ -154,6 +164,49 @@ def bessel_ratio(v: float, x: Tensor) -> Tensor:
     """``I_{v+1}(x) / I_v(x)``, float64, differentiable. For ``v = D/2 - 1`` it is ``A_D(x)``."""
     xd = x.to(torch.float64)
     return torch.exp(log_bessel_iv(v + 1, xd) - log_bessel_iv(v, xd))
+
+
+class _VmfNormalizer(torch.autograd.Function):
+    """``(log C_D(kappa), A_D(kappa))`` from two Bessel evaluations; closed-form backward."""
+
+    @staticmethod
+    def forward(ctx, kappa: Tensor, dim: int) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        v = dim / 2 - 1
+        log_iv = _log_iv_value(v, kappa)
+        mean = torch.exp(_log_iv_value(v + 1, kappa) - log_iv)
+        log_c = v * torch.log(kappa) - dim / 2 * math.log(2 * math.pi) - log_iv
+        ctx.save_for_backward(kappa, mean)
+        ctx.dim = dim
+        return log_c, mean
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_log_c: Tensor | None, grad_mean: Tensor | None):  # type: ignore[override]
+        kappa, mean = ctx.saved_tensors
+        grad = torch.zeros_like(kappa)
+        if grad_log_c is not None:  # d log C / d kappa = v / kappa - d log I_v / d kappa = -A
+            grad = grad - mean * grad_log_c
+        if grad_mean is not None:  # A' = 1 - A^2 - (D - 1) A / kappa
+            grad = grad + grad_mean * (1 - mean * mean - (ctx.dim - 1) * mean / kappa)
+        return grad, None
+
+
+def vmf_normalizer(kappa: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """``(log C_D(kappa), A_D(kappa))`` of vMF on S^{dim-1}: float64, shape of ``kappa``.
+
+    ``log C_D(k) = (D/2-1) log k - (D/2) log(2 pi) - log I_{D/2-1}(k)`` and the mean
+    resultant length ``A_D(k) = I_{D/2}(k) / I_{D/2-1}(k)``, from one evaluation of each
+    Bessel function; the derivatives are closed forms in ``A`` (``d log C/dk = -A``,
+    ``dA/dk = 1 - A^2 - (D-1) A / k``), so the backward pass evaluates no Bessel function.
+    Differentiable once.
+
+    >>> log_c, a = vmf_normalizer(torch.tensor([2.0], dtype=torch.float64), 3)
+    >>> round(float(log_c), 10), round(float(a), 10)  # D = 3: C = k / (4 pi sinh k)
+    (-3.126244439, 0.5373147207)
+    >>> round(1 / math.tanh(2.0) - 1 / 2.0, 10)  # A_3 = coth k - 1 / k
+    0.5373147207
+    """
+    return _VmfNormalizer.apply(kappa.to(torch.float64), dim)
 
 
 # ------------------------------------------------------------------ Wood's sampler
@@ -219,7 +272,7 @@ def _tanh_sinh(device: str) -> tuple[Tensor, Tensor, Tensor]:
     return log_x, log_1mx, log_w
 
 
-def dw_dkappa(w: Tensor, kappa: Tensor, dim: int) -> Tensor:
+def dw_dkappa(w: Tensor, kappa: Tensor, dim: int, mean: Tensor | None = None) -> Tensor:
     """``dw/dkappa`` at a fixed CDF value of the vMF marginal of ``w``.
 
     The marginal is ``p(w) ∝ e^{kappa w} (1 - w^2)^{(D-3)/2}`` on (-1, 1).
@@ -229,11 +282,14 @@ def dw_dkappa(w: Tensor, kappa: Tensor, dim: int) -> Tensor:
     one sign is integrated (no cancellation), as ``int |s - A| p(s)/p(w) ds``,
     with tanh-sinh quadrature that handles the ``(1 - s^2)^{(D-3)/2}`` endpoint
     singularity and the sharp ``e^{kappa s}`` peak near ``w``. Float64, shape of ``w``.
+    ``mean``: ``A_D(kappa)`` where the caller has it (else it is computed).
     """
     w = w.to(torch.float64)
     kappa = kappa.to(torch.float64)
     alpha = (dim - 3) / 2
-    mean = bessel_ratio(dim / 2 - 1, kappa).detach()
+    if mean is None:
+        mean = bessel_ratio(dim / 2 - 1, kappa).detach()
+    mean = mean.to(torch.float64).expand(w.shape)
     log_x, log_1mx, log_wt = _tanh_sinh(str(w.device))
     flat_w, flat_k, flat_a = w.reshape(-1, 1), kappa.reshape(-1, 1), mean.reshape(-1, 1)
     out = torch.empty(flat_w.shape[0], dtype=torch.float64, device=w.device)
@@ -257,27 +313,32 @@ class _ImplicitW(torch.autograd.Function):
     """Identity on ``w`` whose backward gives ``grad_kappa = grad_w * dw/dkappa``."""
 
     @staticmethod
-    def forward(ctx, kappa: Tensor, w: Tensor, dim: int) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(kappa, w)
+    def forward(ctx, kappa: Tensor, w: Tensor, dim: int,  # type: ignore[override]
+                mean: Tensor | None) -> Tensor:
+        ctx.save_for_backward(kappa, w, mean)
         ctx.dim = dim
         return w.clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        kappa, w = ctx.saved_tensors
-        return grad * dw_dkappa(w, kappa, ctx.dim).to(grad.dtype), None, None
+        kappa, w, mean = ctx.saved_tensors
+        return grad * dw_dkappa(w, kappa, ctx.dim, mean).to(grad.dtype), None, None, None
 
 
-def sample_vmf_w(kappa: Tensor, dim: int) -> Tensor:
+def sample_vmf_w(kappa: Tensor, dim: int, mean: Tensor | None = None) -> Tensor:
     """``w = mu . z`` for z ~ vMF(mu, kappa) on S^{dim-1}: float64, shape of ``kappa``.
 
     Exact (Wood 1994); differentiable in ``kappa`` by implicit reparameterization.
+    ``mean``: ``A_D(kappa)`` where the caller has it (broadcastable to ``kappa``), so that
+    the backward pass evaluates no Bessel function.
     """
     kappa = kappa.to(torch.float64)
     with torch.no_grad():
         w = _wood_sample(kappa.detach(), dim)
-    return _ImplicitW.apply(kappa, w, dim)
+    if mean is not None:
+        mean = mean.detach().to(torch.float64).expand(kappa.shape)
+    return _ImplicitW.apply(kappa, w, dim, mean)
 
 
 # ------------------------------------------------------------------ Householder

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..precision import network_precision
 from ..registry import FAMILIES
 from .flows import FlowFamily, FlowTransform, check_positive
 
@@ -70,12 +71,17 @@ class MADE(nn.Module):
 
     def context(self, h: Tensor) -> Tensor:
         """The projection of the features that every call adds to the first layer: (B, hidden)."""
-        return self.ctx(h)
+        with network_precision(h.device.type):
+            return self.ctx(h)
 
     def forward(self, z: Tensor, context: Tensor) -> Tensor:
-        a = F.elu(self.inp(z) + context)
-        a = F.elu(self.mid(a))
-        return self.out(a).unflatten(-1, (self.outputs, self.latent_dim))
+        # bf16 matrix products in bf16 training (like the encoder's); m and s are cast
+        # back, so the step and its log-determinant use the very values computed
+        with network_precision(z.device.type):
+            a = F.elu(self.inp(z) + context)
+            a = F.elu(self.mid(a))
+            out = self.out(a)
+        return out.to(z.dtype).unflatten(-1, (self.outputs, self.latent_dim))
 
 
 class IAFTransform(FlowTransform):
@@ -178,9 +184,11 @@ class CouplingNet(nn.Module):
         self.scale = nn.Parameter(torch.ones(latent_dim))
 
     def forward(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
-        a = F.relu(self.inp(z * self.mask) + context)
-        a = F.relu(self.mid(a))
-        shift, raw = self.out(a).chunk(2, -1)
+        with network_precision(z.device.type):  # as the MADE's
+            a = F.relu(self.inp(z * self.mask) + context)
+            a = F.relu(self.mid(a))
+            out = self.out(a)
+        shift, raw = out.to(z.dtype).chunk(2, -1)
         free = 1 - self.mask
         return shift * free, self.scale * torch.tanh(raw) * free
 
@@ -233,4 +241,5 @@ class RealNVPFlow(NetworkFlowFamily):
         )
 
     def transforms(self, h: Tensor) -> list[CouplingTransform]:
-        return [CouplingTransform(net, net.ctx(h)) for net in self.steps]
+        with network_precision(h.device.type):
+            return [CouplingTransform(net, net.ctx(h)) for net in self.steps]

@@ -21,14 +21,23 @@ the log-determinant exact.
 The inverse has no closed form, but in the basis of Q the map is triangular: the
 i-th coordinate of the output depends on coordinates >= i only, so it is inverted
 by M one-dimensional monotone solves, from the last coordinate to the first.
+
+The forward pass, the one training runs, never forms a matrix per example: a
+Householder Q is applied as its reflections (two small ops each), R and R~ stay as
+their packed strictly-upper entries and diagonals (:class:`PackedUpper`, a gather,
+a product and a scatter-add per product), and a dense Q is applied with elementwise
+products and sums rather than batched products of 20 x 20 matrices. The dense
+matrices remain available (``q``, ``r``, ``r_tilde``) for the inverse and for tests.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import VarfamError
+from ..precision import network_precision
 from ..registry import FAMILIES
 from .flows import (
     FlowFamily,
@@ -38,7 +47,14 @@ from .flows import (
     solve_x_plus_tanh,
 )
 
-__all__ = ["SylvesterTransform", "SylvesterFlow", "householder_product"]
+__all__ = [
+    "SylvesterTransform",
+    "SylvesterFlow",
+    "householder_product",
+    "Householder",
+    "DenseOrthogonal",
+    "PackedUpper",
+]
 
 
 def householder_product(v: Tensor) -> Tensor:
@@ -52,46 +68,132 @@ def householder_product(v: Tensor) -> Tensor:
     return q
 
 
+def _reflect(x: Tensor, v: Tensor) -> Tensor:
+    """``(I - 2 v v^T) x`` for unit ``v`` (B, D) and ``x`` (..., B, D)."""
+    return torch.addcmul(x, torch.linalg.vecdot(x, v).unsqueeze(-1), v, value=-2.0)
+
+
+class Householder:
+    """Q = H_1 ... H_n (M = D columns) applied as reflections: ``v`` (B, n, D), any length."""
+
+    def __init__(self, v: Tensor) -> None:
+        self.raw = v
+        self.units = F.normalize(v, dim=-1, eps=1e-12).unbind(-2)
+
+    def transpose_apply(self, x: Tensor) -> Tensor:
+        """``Q^T x = H_n ... H_1 x`` for ``x`` (..., B, D)."""
+        for v in self.units:
+            x = _reflect(x, v)
+        return x
+
+    def apply(self, w: Tensor) -> Tensor:
+        """``Q w = H_1 ... H_n w`` for ``w`` (..., B, D)."""
+        for v in reversed(self.units):
+            w = _reflect(w, v)
+        return w
+
+    def dense(self) -> Tensor:
+        return householder_product(self.raw)
+
+
+class DenseOrthogonal:
+    """Q (B, D, M) with orthonormal columns, applied with elementwise products and sums."""
+
+    def __init__(self, q: Tensor) -> None:
+        self.q = q
+
+    def transpose_apply(self, x: Tensor) -> Tensor:
+        """``Q^T x`` (..., B, M) for ``x`` (..., B, D)."""
+        return (x.unsqueeze(-1) * self.q).sum(-2)
+
+    def apply(self, w: Tensor) -> Tensor:
+        """``Q w`` (..., B, D) for ``w`` (..., B, M)."""
+        return (self.q * w.unsqueeze(-2)).sum(-1)
+
+    def dense(self) -> Tensor:
+        return self.q
+
+
+class PackedUpper:
+    """Upper-triangular R (B, M, M) held as ``diag`` (B, M) and its strictly-upper entries
+    ``off`` (B, M(M-1)/2) at ``rows``, ``cols`` (``torch.triu_indices(M, M, 1)``)."""
+
+    def __init__(self, diag: Tensor, off: Tensor, rows: Tensor, cols: Tensor) -> None:
+        self.diag, self.off, self.rows, self.cols = diag, off, rows, cols
+
+    def matvec(self, t: Tensor) -> Tensor:
+        """``R t`` (..., B, M) for ``t`` (..., B, M): ``r_ii t_i + sum_{j>i} r_ij t_j``."""
+        above = self.off * t.index_select(-1, self.cols)
+        return (self.diag * t).index_add(-1, self.rows, above)
+
+    def dense(self) -> Tensor:
+        m = self.diag.shape[-1]
+        r = self.off.new_zeros(*self.off.shape[:-1], m, m)
+        r[..., self.rows, self.cols] = self.off
+        return r + torch.diag_embed(self.diag)
+
+    @classmethod
+    def of(cls, r: Tensor) -> PackedUpper:
+        """The packed form of a dense upper-triangular ``r`` (B, M, M)."""
+        rows, cols = torch.triu_indices(r.shape[-1], r.shape[-1], 1, device=r.device)
+        return cls(r.diagonal(dim1=-2, dim2=-1), r[..., rows, cols], rows, cols)
+
+
 class SylvesterTransform(FlowTransform):
     """f(z) = z + Q R tanh(R~ Q^T z + b).
 
-    Shapes: ``q`` (B, D, M) with orthonormal columns; ``r``, ``r_tilde`` (B, M, M)
-    upper triangular with ``r_ii r~_ii > -1``; ``b`` (B, M). ``one_plus_diag``
-    (B, M), optional, is ``1 + r_ii r~_ii`` computed more accurately than the
-    product (see :func:`one_plus_tanh_product`); det J uses it as
+    Shapes: ``q`` (B, D, M) with orthonormal columns, or a :class:`Householder` /
+    :class:`DenseOrthogonal` that applies it; ``r``, ``r_tilde`` (B, M, M) upper
+    triangular with ``r_ii r~_ii > -1``, or their :class:`PackedUpper` forms; ``b``
+    (B, M). ``one_plus_diag`` (B, M), optional, is ``1 + r_ii r~_ii`` computed more
+    accurately than the product (see :func:`one_plus_tanh_product`); det J uses it as
     ``prod_i (tanh^2(a_i) + (1 + r_ii r~_ii) sech^2(a_i))``.
     """
 
     def __init__(
         self,
-        q: Tensor,
-        r: Tensor,
-        r_tilde: Tensor,
+        q: Tensor | Householder | DenseOrthogonal,
+        r: Tensor | PackedUpper,
+        r_tilde: Tensor | PackedUpper,
         b: Tensor,
         one_plus_diag: Tensor | None = None,
     ) -> None:
         super().__init__()
-        self.q, self.r, self.r_tilde, self.b = q, r, r_tilde, b
+        self.orthogonal = DenseOrthogonal(q) if isinstance(q, Tensor) else q
+        self.upper = PackedUpper.of(r) if isinstance(r, Tensor) else r
+        self.upper_tilde = PackedUpper.of(r_tilde) if isinstance(r_tilde, Tensor) else r_tilde
+        self.b = b
         if one_plus_diag is None:
-            diag = r.diagonal(dim1=-2, dim2=-1) * r_tilde.diagonal(dim1=-2, dim2=-1)
-            one_plus_diag = 1 + diag
+            one_plus_diag = 1 + self.upper.diag * self.upper_tilde.diag
         self.one_plus_diag = one_plus_diag
+
+    @property
+    def q(self) -> Tensor:
+        """Q as a dense (B, D, M) matrix."""
+        return self.orthogonal.dense()
+
+    @property
+    def r(self) -> Tensor:
+        return self.upper.dense()
+
+    @property
+    def r_tilde(self) -> Tensor:
+        return self.upper_tilde.dense()
 
     def _log_det(self, t: Tensor) -> Tensor:
         t2 = t * t
         return torch.log(t2 + self.one_plus_diag * (1 - t2)).sum(-1)
 
     def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        # four matrix-vector products; cheaper than forming Q R and R~ Q^T once per step
-        v = (x.unsqueeze(-2) @ self.q).squeeze(-2)  # Q^T x, (..., B, M)
-        t = torch.tanh((self.r_tilde @ v.unsqueeze(-1)).squeeze(-1) + self.b)
-        y = x + (self.q @ (self.r @ t.unsqueeze(-1))).squeeze(-1)
+        v = self.orthogonal.transpose_apply(x)  # Q^T x, (..., B, M)
+        t = torch.tanh(self.upper_tilde.matvec(v) + self.b)
+        y = x + self.orthogonal.apply(self.upper.matvec(t))
         return y, self._log_det(t)
 
     def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         # In Q's basis, v = Q^T z solves v' = v + R tanh(R~ v + b), an upper-triangular
         # system; the part of z orthogonal to Q's columns is left unchanged.
-        vy = (y.unsqueeze(-2) @ self.q).squeeze(-2)  # (..., B, M)
+        vy = self.orthogonal.transpose_apply(y)  # (..., B, M)
         m = vy.shape[-1]
         r, rt = self.r, self.r_tilde
         v: list[Tensor] = [vy[..., 0]] * m  # placeholders, filled from the last coordinate
@@ -110,7 +212,7 @@ class SylvesterTransform(FlowTransform):
             )
             t[i] = torch.tanh(rt[..., i, i] * v[i] + c)
         v_all, t_all = torch.stack(v, -1), torch.stack(t, -1)
-        x = y + (self.q @ (v_all - vy).unsqueeze(-1)).squeeze(-1)
+        x = y + self.orthogonal.apply(v_all - vy)
         return x, self._log_det(t_all)
 
 
@@ -169,30 +271,28 @@ class SylvesterFlow(FlowFamily):
         self._sizes = [q_size, n_off, n_off, m, m, m]
         self.heads = nn.Linear(feature_dim, self.flow_steps * sum(self._sizes))
 
-    def _upper(self, off: Tensor, diag: Tensor) -> Tensor:
-        """Upper-triangular (..., M, M) from strict-upper entries (..., M(M-1)/2) and a diagonal."""
-        m = self.vectors
-        r = off.new_zeros(*off.shape[:-1], m, m)
-        r[..., self._triu[0], self._triu[1]] = off
-        return r + torch.diag_embed(torch.tanh(diag))  # r_ii = tanh(raw) in (-1, 1)
-
     def transforms(self, h: Tensor) -> list[SylvesterTransform]:
         d, m = self.latent_dim, self.vectors
-        # all K steps at once: (B, K, ...) tensors, sliced per step at the end
-        params = self.heads(h).unflatten(-1, (self.flow_steps, sum(self._sizes)))
+        # all K steps at once: (B, K, ...) tensors, unbound per step at the end (unbind,
+        # not indexing: its backward stacks the K gradients instead of filling K zero
+        # tensors of the full size)
+        with network_precision(h.device.type):  # bf16 in bf16 training, like the encoder
+            raw = self.heads(h)
+        params = raw.to(h.dtype).unflatten(-1, (self.flow_steps, sum(self._sizes)))
         q_raw, r_off, rt_off, r_diag, rt_diag, b = params.split(self._sizes, -1)
         if self.kind == "householder":
-            q = householder_product(q_raw.unflatten(-1, (self.householder, d)))
+            orthogonal = [Householder(v) for v in q_raw.unflatten(-1, (self.householder, d))
+                          .unbind(-3)]
         else:
             q = torch.linalg.qr(q_raw.unflatten(-1, (d, m))).Q
-        r = self._upper(torch.stack([r_off, rt_off], -2), torch.stack([r_diag, rt_diag], -2))
+            orthogonal = [DenseOrthogonal(q_k) for q_k in q.unbind(-3)]
+        rows, cols = self._triu
         one_plus = one_plus_tanh_product(r_diag, rt_diag)  # 1 + r_ii r~_ii > 0
-        # unbind (not indexing): its backward stacks the K gradients instead of filling
-        # K zero tensors of the full size
-        steps = zip(
-            q.unbind(-3), r.unbind(-4), b.unbind(-2), one_plus.unbind(-2), strict=True
-        )
-        return [
-            SylvesterTransform(q_k, r_k[..., 0, :, :], r_k[..., 1, :, :], b_k, one_plus_k)
-            for q_k, r_k, b_k, one_plus_k in steps
+        steps = zip(orthogonal, torch.tanh(r_diag).unbind(-2), r_off.unbind(-2),
+                    torch.tanh(rt_diag).unbind(-2), rt_off.unbind(-2), b.unbind(-2),
+                    one_plus.unbind(-2), strict=True)
+        return [  # r_ii = tanh(raw) in (-1, 1)
+            SylvesterTransform(q_k, PackedUpper(rd, ro, rows, cols),
+                               PackedUpper(rtd, rto, rows, cols), b_k, one_plus_k)
+            for q_k, rd, ro, rtd, rto, b_k, one_plus_k in steps
         ]

@@ -30,7 +30,7 @@ from torch.distributions import Beta, Distribution, constraints, register_kl
 from ..errors import VarfamError
 from ..priors import Encode, Prior
 from ..registry import FAMILIES, PRIORS
-from ._sphere_math import bessel_ratio, householder_rotate, log_bessel_iv, sample_vmf_w
+from ._sphere_math import householder_rotate, sample_vmf_w, vmf_normalizer
 from .base import Family
 
 __all__ = [
@@ -81,6 +81,7 @@ class _SphericalDistribution(Distribution):
 
     def __init__(self, loc: Tensor, concentration: Tensor, validate_args: bool | None = None):
         self.loc, self.concentration = loc, concentration.expand(loc.shape[:-1])
+        self._normalizer: tuple[Tensor, Tensor] | None = None
         super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=validate_args)
 
     @property
@@ -92,6 +93,7 @@ class _SphericalDistribution(Distribution):
         batch_shape = torch.Size(batch_shape)
         new.loc = self.loc.expand(batch_shape + self.event_shape)
         new.concentration = self.concentration.expand(batch_shape)
+        new._normalizer = None
         Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
@@ -117,19 +119,25 @@ class VonMisesFisher(_SphericalDistribution):
     (torch.Size([4, 1, 3]), torch.Size([4, 1]))
     """
 
+    def _bessel(self) -> tuple[Tensor, Tensor]:
+        """``(log C_D(kappa), A_D(kappa))``, computed once per distribution (the density,
+        the KL and the sampler's gradient all need them)."""
+        if self._normalizer is None:
+            self._normalizer = vmf_normalizer(self.concentration, self.dim)
+        return self._normalizer
+
     def log_normalizer(self) -> Tensor:
         """``log C_D(kappa)`` in float64, shape batch_shape."""
-        v = self.dim / 2 - 1
-        k = self.concentration.to(torch.float64)
-        return v * torch.log(k) - self.dim / 2 * math.log(2 * math.pi) - log_bessel_iv(v, k)
+        return self._bessel()[0]
 
     def mean_resultant_length(self) -> Tensor:
         """``A_D(kappa) = E[loc . z] = I_{D/2}(kappa) / I_{D/2-1}(kappa)``, float64."""
-        return bessel_ratio(self.dim / 2 - 1, self.concentration)
+        return self._bessel()[1]
 
     def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
         shape = self._extended_shape(sample_shape)[:-1]
-        w = sample_vmf_w(self.concentration.expand(shape), self.dim)
+        mean = self._bessel()[1].detach()
+        w = sample_vmf_w(self.concentration.expand(shape), self.dim, mean)
         return self._rotate(w, shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
