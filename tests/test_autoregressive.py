@@ -117,13 +117,17 @@ def test_ancestral_samples_follow_the_masses_and_the_mean_is_unbiased() -> None:
     images = every_binary_image(shape)
     probs = exact_masses(px, images).exp()  # (16, 2)
     torch.manual_seed(2)
-    draws = px.sample((20_000,))  # (20000, 2, *shape)
+    assert px.sample((3,)).shape == (3, 2, *shape)
+    # 20,000 independent draws in one ancestral pass: params repeated 20,000 times
+    many = params.repeat(20_000, *[1] * (params.dim() - 1))
+    draws = lik(many).sample().view(20_000, 2, *shape)
     assert set(draws.unique().tolist()) <= {0.0, 1.0}
     codes = (draws.flatten(2) * torch.tensor([8.0, 4.0, 2.0, 1.0], dtype=DT)).sum(-1).long()
     freq = torch.stack([torch.bincount(codes[:, i], minlength=16) for i in range(2)], 1) / 20_000
     assert (freq - probs).abs().sum(0).max() < 0.03  # total variation
     exact_mean = (probs[:, :, None, None, None] * images[:, None]).sum(0)
-    means = torch.stack([lik(params).mean for _ in range(4000)]).mean(0)
+    # 4,000 independent estimates of the mean in one pass
+    means = lik(many[: 2 * 4000]).mean.view(4000, 2, *shape).mean(0)
     torch.testing.assert_close(means, exact_mean, atol=0.02, rtol=0)
 
 
