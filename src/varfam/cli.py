@@ -371,9 +371,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return e.exit_code
     if main_rank:
         last = result.history[-1] if result.history else {}
-        print(f"test ELBO {last.get('test_elbo', float('nan')):.2f} nats after "
-              f"{last.get('epoch', 0)} epochs ({last.get('wall_time', 0):.1f} s); "
-              f"results in {out}")
+        print(f"test ELBO {last.get('test_elbo', float('nan')):.2f} nats (the last epoch's "
+              f"evaluation) after {last.get('epoch', 0)} epochs "
+              f"({last.get('wall_time', 0):.1f} s); results in {out}")
     return 0
 
 

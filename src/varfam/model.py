@@ -22,7 +22,7 @@ from . import likelihoods as _likelihoods  # noqa: F401
 from . import nets as _nets  # noqa: F401
 from . import nets_tabular as _nets_tabular  # noqa: F401
 from . import priors as _priors  # noqa: F401
-from .config import ModelConfig, RunConfig
+from .config import ModelConfig
 from .errors import VarfamError
 from .families.base import Family
 from .labels import LabelCondition, Labels, build_classifier
@@ -287,7 +287,3 @@ class VAE(nn.Module):
     # ---------------------------------------------------------------- files
     # Saving and loading live in :mod:`varfam.checkpoint`, which owns this module:
     # ``varfam.save(model, run_dir)`` and ``varfam.load(run_dir)``.
-
-    def run_config(self, train_config: Any = None) -> RunConfig:
-        model = self.config or ModelConfig()
-        return RunConfig(model=model, train=train_config or RunConfig().train)

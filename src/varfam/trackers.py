@@ -68,7 +68,10 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def flat_config(run: TrainingRun) -> dict[str, str]:
     """The model and training configuration as flat ``section.key`` → text pairs."""
-    model = run.model.run_config(run.config).to_dict()
+    from .config import RunConfig
+
+    model = (RunConfig(model=run.model.config, train=run.config)
+             if run.model.config is not None else RunConfig(train=run.config)).to_dict()
     out = {}
     for section in ("model", "train"):
         for key, value in model.get(section, {}).items():

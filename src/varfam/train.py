@@ -49,6 +49,7 @@ from .callbacks import Callback, CallbackList, TrainingRun, builtin_callbacks
 from .checkpoint import CHECKPOINT, RunLock, load_checkpoint, save_checkpoint, save_model
 from .config import TrainConfig
 from .data import Dataset, split_seed
+from .data.mapped import split_rows
 from .errors import VarfamError
 from .evaluate import evaluate_elbo
 from .metrics import METRICS, read_records, write_records
@@ -547,7 +548,7 @@ def _hold_out(x: Any, n_val: int) -> tuple[Any, Any]:
             f"--validation {n_val} leaves too few training examples (the data has {len(x)}); "
             "use a smaller validation set"
         )
-    return x[: len(x) - n_val], x[len(x) - n_val :]
+    return split_rows(x, len(x) - n_val)
 
 
 def _progress(cfg: TrainConfig, epoch: int, elapsed: float) -> float:
