@@ -181,7 +181,9 @@ def test_npy_floats_are_kept_as_they_are(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "array, match",
     [
-        (np.array([0.5, np.nan] * 10).reshape(10, 2), "NaN"),
+        # NaN in images is a mistake (2-D float arrays with NaN are tables with missing
+        # cells: tests/test_tables.py)
+        (np.array([0.5, np.nan] * 10).reshape(10, 1, 1, 2), "NaN"),
         (np.array([0.5, np.inf] * 10).reshape(10, 2), "infinite"),
         (np.full((10, 2), 1e300), "infinite"),  # overflows float32
         (np.arange(20).reshape(10, 2) * 20, "integers from 0 to 380"),
@@ -347,5 +349,5 @@ def test_folder_errors(tmp_path: Path) -> None:
     fails("neither a known dataset .* nor an existing file", tmp_path / "missing")
     fails("neither a known dataset", "")
     fails("did you mean 'mnist5k'", "mnist5")
-    (tmp_path / "what.csv").write_text("1,2\n")
-    fails("cannot tell what", tmp_path / "what.csv")
+    (tmp_path / "what.xyz").write_text("1,2\n")
+    fails("cannot tell what", tmp_path / "what.xyz")

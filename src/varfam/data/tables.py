@@ -641,19 +641,27 @@ def read_table_dataset(
 
 
 def is_table_array(path: str | Path, key: str | None = None) -> bool:
-    """Whether a .npy/.npz holds a 2-D float array with NaN cells (a table with holes)."""
+    """Whether a .npy/.npz holds a 2-D float array with NaN cells (a table with holes).
+
+    Anything unreadable is left to the array reader, which reports it; a large file is
+    scanned in blocks of rows and the scan stops at the first NaN.
+    """
     try:
         loaded = np.load(path, mmap_mode="r", allow_pickle=False)
+        if not isinstance(loaded, np.ndarray):
+            with loaded:
+                names = [k for k in loaded.files if k not in ("labels", "y")]
+                name = key or (names[0] if len(names) == 1 else None)
+                if name is None or name not in loaded.files:
+                    return False
+                loaded = loaded[name]
     except Exception:  # the array reader reports unreadable files
         return False
-    if not isinstance(loaded, np.ndarray):
-        with loaded:
-            names = [k for k in loaded.files if k not in ("labels", "y")]
-            name = key or (names[0] if len(names) == 1 else None)
-            if name is None or name not in loaded.files:
-                return False
-            loaded = loaded[name]
-    return loaded.ndim == 2 and loaded.dtype.kind == "f" and bool(np.isnan(loaded).any())
+    if loaded.ndim != 2 or loaded.dtype.kind != "f":
+        return False
+    block = max(1, (32 << 20) // max(1, loaded.itemsize * loaded.shape[1]))
+    return any(bool(np.isnan(loaded[i : i + block]).any())
+               for i in range(0, loaded.shape[0], block))
 
 
 # ---------------------------------------------------------------- named tables
