@@ -71,7 +71,7 @@ HIVAE_TYPES = {"real": "real", "pos": "positive", "count": "count", "cat": "cate
 #: varfam's settings per data set: (epochs, batch size, IWAE k, importance draws to impute)
 VARFAM = {
     "breast-cancer": dict(epochs=300, batch_size=64, k=50, draws=1000),
-    "Breast": dict(epochs=300, batch_size=64, k=20, draws=1000),
+    "Breast": dict(epochs=150, batch_size=64, k=20, draws=1000),
     "Wine": dict(epochs=40, batch_size=64, k=20, draws=300),
     "Adult": dict(epochs=12, batch_size=128, k=20, draws=100),
 }
