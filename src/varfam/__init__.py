@@ -39,11 +39,18 @@ _EXPORTS = {
     "evaluate": ("evaluate", "evaluate"),
     "VarfamError": ("errors", "VarfamError"),
     "ALL_REGISTRIES": ("registry", "ALL_REGISTRIES"),
+    "load_table": ("data", "load_table"),
+    "Table": ("data", "Table"),
+    "TableDataset": ("data", "TableDataset"),
+    "impute": ("impute", "impute"),
+    "sample_table": ("impute", "sample_table"),
+    "imputation_errors": ("impute", "imputation_errors"),
 }
 __all__ = [
     "VAE", "ModelConfig", "TrainConfig", "RunConfig", "Dataset", "load_dataset", "train",
     "TrainResult", "TrainState", "Callback", "TrainingRun", "load", "save", "evaluate_elbo",
-    "evaluate", "VarfamError", "ALL_REGISTRIES", "__version__",
+    "evaluate", "VarfamError", "ALL_REGISTRIES", "load_table", "Table", "TableDataset",
+    "impute", "sample_table", "imputation_errors", "__version__",
 ]
 
 
@@ -63,7 +70,7 @@ def __getattr__(name: str) -> Any:
 
 
 class _Package(types.ModuleType):
-    """``varfam.train`` and ``varfam.evaluate`` are functions, as in an eager ``__init__``,
+    """``varfam.train``, ``varfam.evaluate`` and ``varfam.impute`` are functions, as in an eager ``__init__``,
     though submodules share their names: the import system's recording of the submodule on
     the package is ignored for them (``import varfam.train`` still works)."""
 
@@ -76,6 +83,7 @@ class _Package(types.ModuleType):
 
     train = _export("train")
     evaluate = _export("evaluate")
+    impute = _export("impute")
     del _export
 
 
@@ -91,9 +99,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .checkpoint import load_model as load
     from .checkpoint import save_model as save
     from .config import ModelConfig, RunConfig, TrainConfig
-    from .data import Dataset, load_dataset
+    from .data import Dataset, Table, TableDataset, load_dataset, load_table
     from .errors import VarfamError
     from .evaluate import evaluate, evaluate_elbo
+    from .impute import imputation_errors, impute, sample_table
     from .model import VAE
     from .registry import ALL_REGISTRIES
     from .train import TrainResult, TrainState, train
