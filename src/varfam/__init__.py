@@ -70,9 +70,9 @@ def __getattr__(name: str) -> Any:
 
 
 class _Package(types.ModuleType):
-    """``varfam.train``, ``varfam.evaluate`` and ``varfam.impute`` are functions, as in an eager ``__init__``,
-    though submodules share their names: the import system's recording of the submodule on
-    the package is ignored for them (``import varfam.train`` still works)."""
+    """``varfam.train``, ``varfam.evaluate`` and ``varfam.impute`` are functions, as in an
+    eager ``__init__``, though submodules share their names: the import system's recording
+    of the submodule on the package is ignored for them (``import varfam.train`` works)."""
 
     def _export(name: str) -> property:  # type: ignore[misc]
         def get(self: types.ModuleType) -> Any:
