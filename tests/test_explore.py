@@ -315,14 +315,15 @@ def _check_shows(page, model: varfam.VAE, z: list[float], label: int | None = No
     assert same_pixels(_shown(page, "#decoded"), expected(model, z, label))
 
 
-def test_page_in_chromium(runs: dict[str, Path], tmp_path: Path) -> None:
+@contextmanager
+def explorer_page(run: Path) -> Iterator[Any]:
+    """The explorer page of ``run`` in Chromium, loaded and settled; no page error or console
+    error may happen while it is open. Skips where Chromium or Playwright is missing."""
     executable = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api",
                                    reason="Playwright not installed (pip install playwright)")
-    model, cfg = open_run(runs["d5"])
-    x, _ = run_test_data(cfg)
     problems: list[str] = []
-    with serving(runs["d5"]) as url, sync_api.sync_playwright() as p:
+    with serving(run) as url, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1180, "height": 980})
@@ -330,79 +331,86 @@ def test_page_in_chromium(runs: dict[str, Path], tmp_path: Path) -> None:
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.goto(url + "/")
             _settled(page)
-            info, m = page.evaluate("[window.varfamExplorer.info, window.varfamExplorer.map]")
-            mean, m_axes = torch.tensor(m["mean"]), torch.tensor(m["axes"])
-            assert page.locator("#legend span.swatch").count() == 10
-            assert page.locator("#sliders input[type=range]").count() == 5
-            z0 = page.evaluate("window.varfamExplorer.z")
-            np.testing.assert_allclose(z0, info["start"], atol=1e-6)
-            _check_shows(page, model, z0)
-
-            # a click on the map decodes that point, lifted back through the PCA
-            mapbox = page.locator("#map")
-            z1 = _act(page, lambda: mapbox.click(position={"x": 150, "y": 130}))
-            assert z1 != z0
-            residual = (torch.tensor(z1) - mean) - (torch.tensor(z1) - mean) @ m_axes @ m_axes.T
-            assert float(residual.abs().max()) < 1e-4  # on the map's plane
-            _check_shows(page, model, z1)
-
-            # dragging keeps decoding; the last position wins
-            box = mapbox.bounding_box()
-
-            def drag() -> None:
-                page.mouse.move(box["x"] + 200, box["y"] + 300)
-                page.mouse.down()
-                for k in range(1, 9):
-                    page.mouse.move(box["x"] + 200 + 20 * k, box["y"] + 300 - 15 * k)
-                page.mouse.up()
-
-            z2 = _act(page, drag)
-            assert z2 != z1
-            _check_shows(page, model, z2)
-
-            # the first slider (largest KL) edits one coordinate of the code
-            top = info["dims"][0]["index"]
-            slider = page.locator(f"#z{top}")
-
-            def nudge() -> None:
-                slider.focus()
-                for _ in range(25):
-                    page.keyboard.press("ArrowRight")
-
-            z3 = _act(page, nudge)
-            changed = [d for d in range(5) if abs(z3[d] - z2[d]) > 1e-6]
-            assert changed == [top] and z3[top] > z2[top]
-            _check_shows(page, model, z3)
-
-            # a draw from the prior
-            z4 = _act(page, lambda: page.click("#sample"))
-            assert z4 != z3
-            _check_shows(page, model, z4)
-            assert "prior draw" in page.inner_text("#decoded-caption")
-
-            # the interpolation strip between test examples 3 and 11
-            page.fill("#interp-a", "3")
-            page.fill("#interp-b", "11")
-            page.fill("#interp-steps", "7")
-            page.click("#interpolate")
-            page.wait_for_function("window.varfamExplorer.interpolations >= 1")
-            grid = rgba_pixels(interpolation_grid(model, x[[3, 11]], steps=7))
-            steps = page.locator("#strip canvas.step")
-            assert steps.count() == 7
-            for k in range(7):
-                assert same_pixels(_shown(page, f"#strip figure:nth-child({k + 2}) canvas"),
-                                   grid[k])
-            assert page.evaluate("window.varfamExplorer.error") is None
-
-            shot = tmp_path / "explorer.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-            keep = os.environ.get("VARFAM_EXPLORER_SCREENSHOT")
-            if keep:
-                shutil.copyfile(shot, keep)
+            yield page
         finally:
             browser.close()
     assert not problems, problems
+
+
+def test_page_in_chromium(runs: dict[str, Path], tmp_path: Path) -> None:
+    model, cfg = open_run(runs["d5"])
+    x, _ = run_test_data(cfg)
+    with explorer_page(runs["d5"]) as page:
+        info, m = page.evaluate("[window.varfamExplorer.info, window.varfamExplorer.map]")
+        mean, m_axes = torch.tensor(m["mean"]), torch.tensor(m["axes"])
+        assert page.locator("#legend span.swatch").count() == 10
+        assert page.locator("#sliders input[type=range]").count() == 5
+        z0 = page.evaluate("window.varfamExplorer.z")
+        np.testing.assert_allclose(z0, info["start"], atol=1e-6)
+        _check_shows(page, model, z0)
+
+        # a click on the map decodes that point, lifted back through the PCA
+        mapbox = page.locator("#map")
+        z1 = _act(page, lambda: mapbox.click(position={"x": 150, "y": 130}))
+        assert z1 != z0
+        residual = (torch.tensor(z1) - mean) - (torch.tensor(z1) - mean) @ m_axes @ m_axes.T
+        assert float(residual.abs().max()) < 1e-4  # on the map's plane
+        _check_shows(page, model, z1)
+
+        # dragging keeps decoding; the last position wins
+        box = mapbox.bounding_box()
+
+        def drag() -> None:
+            page.mouse.move(box["x"] + 200, box["y"] + 300)
+            page.mouse.down()
+            for k in range(1, 9):
+                page.mouse.move(box["x"] + 200 + 20 * k, box["y"] + 300 - 15 * k)
+            page.mouse.up()
+
+        z2 = _act(page, drag)
+        assert z2 != z1
+        _check_shows(page, model, z2)
+
+        # the first slider (largest KL) edits one coordinate of the code
+        top = info["dims"][0]["index"]
+        slider = page.locator(f"#z{top}")
+
+        def nudge() -> None:
+            slider.focus()
+            for _ in range(25):
+                page.keyboard.press("ArrowRight")
+
+        z3 = _act(page, nudge)
+        changed = [d for d in range(5) if abs(z3[d] - z2[d]) > 1e-6]
+        assert changed == [top] and z3[top] > z2[top]
+        _check_shows(page, model, z3)
+
+        # a draw from the prior
+        z4 = _act(page, lambda: page.click("#sample"))
+        assert z4 != z3
+        _check_shows(page, model, z4)
+        assert "prior draw" in page.inner_text("#decoded-caption")
+
+        # the interpolation strip between test examples 3 and 11
+        page.fill("#interp-a", "3")
+        page.fill("#interp-b", "11")
+        page.fill("#interp-steps", "7")
+        page.click("#interpolate")
+        page.wait_for_function("window.varfamExplorer.interpolations >= 1")
+        grid = rgba_pixels(interpolation_grid(model, x[[3, 11]], steps=7))
+        steps = page.locator("#strip canvas.step")
+        assert steps.count() == 7
+        for k in range(7):
+            assert same_pixels(_shown(page, f"#strip figure:nth-child({k + 2}) canvas"),
+                               grid[k])
+        assert page.evaluate("window.varfamExplorer.error") is None
+
+        shot = tmp_path / "explorer.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        keep = os.environ.get("VARFAM_EXPLORER_SCREENSHOT")
+        if keep:
+            shutil.copyfile(shot, keep)
 
 
 # ---------------------------------------------------------------- a run conditioned on labels
@@ -444,44 +452,30 @@ def test_a_conditioned_run_decodes_with_the_class_asked_for(runs: dict[str, Path
 
 
 def test_the_class_picker_in_chromium(runs: dict[str, Path]) -> None:
-    executable = _chromium()
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="Playwright not installed (pip install playwright)")
     model, cfg = open_run(runs["cond"])
     _, labels = run_test_data(cfg)
-    problems: list[str] = []
-    with serving(runs["cond"]) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1180, "height": 980})
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.goto(url + "/")
-            _settled(page)
-            picker = page.locator("#class-picker")
-            assert picker.is_visible() and picker.locator("option").count() == 10
-            assert picker.input_value() == str(int(labels[0]))
-            z0 = page.evaluate("window.varfamExplorer.z")
-            _check_shows(page, model, z0, int(labels[0]))
-            # choosing a class decodes the same code with it
-            pick = (int(labels[0]) + 3) % 10
-            z1 = _act(page, lambda: picker.select_option(str(pick)))
-            assert z1 == z0 and page.evaluate("window.varfamExplorer.label") == pick
-            _check_shows(page, model, z1, pick)
-            assert f"class {pick}" in page.inner_text("#decoded-caption")
-            # a point of the map is decoded with the chosen class
-            z2 = _act(page, lambda: page.locator("#map").click(position={"x": 160, "y": 140}))
-            assert z2 != z1
-            _check_shows(page, model, z2, pick)
-            # a prior draw of that class
-            z3 = _act(page, lambda: page.click("#sample"))
-            _check_shows(page, model, z3, pick)
-            # a test example is decoded with its own label, and the picker follows it
-            page.fill("#example-index", "6")
-            z4 = _act(page, lambda: page.click("#goto"))
-            _check_shows(page, model, z4, int(labels[6]))
-            assert picker.input_value() == str(int(labels[6]))
-            assert page.evaluate("window.varfamExplorer.error") is None
-        finally:
-            browser.close()
-    assert not problems, problems
+    with explorer_page(runs["cond"]) as page:
+        picker = page.locator("#class-picker")
+        assert picker.is_visible() and picker.locator("option").count() == 10
+        assert picker.input_value() == str(int(labels[0]))
+        z0 = page.evaluate("window.varfamExplorer.z")
+        _check_shows(page, model, z0, int(labels[0]))
+        # choosing a class decodes the same code with it
+        pick = (int(labels[0]) + 3) % 10
+        z1 = _act(page, lambda: picker.select_option(str(pick)))
+        assert z1 == z0 and page.evaluate("window.varfamExplorer.label") == pick
+        _check_shows(page, model, z1, pick)
+        assert f"class {pick}" in page.inner_text("#decoded-caption")
+        # a point of the map is decoded with the chosen class
+        z2 = _act(page, lambda: page.locator("#map").click(position={"x": 160, "y": 140}))
+        assert z2 != z1
+        _check_shows(page, model, z2, pick)
+        # a prior draw of that class
+        z3 = _act(page, lambda: page.click("#sample"))
+        _check_shows(page, model, z3, pick)
+        # a test example is decoded with its own label, and the picker follows it
+        page.fill("#example-index", "6")
+        z4 = _act(page, lambda: page.click("#goto"))
+        _check_shows(page, model, z4, int(labels[6]))
+        assert picker.input_value() == str(int(labels[6]))
+        assert page.evaluate("window.varfamExplorer.error") is None

@@ -14,7 +14,6 @@ only matched the labelled-only classifier here.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +34,7 @@ SMALL = ["--hidden", "64", "--latent-dim", "4", "--batch-size", "64", "--lr", "3
          "--quiet", "--no-report"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: two compete badly for the cores of a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def one_line_error(capsys: pytest.CaptureFixture, argv: list[str], words: str) -> None:

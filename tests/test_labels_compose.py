@@ -14,7 +14,6 @@ hierarchical prior with a VampPrior on top.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -30,12 +29,7 @@ LIKELIHOODS = ["bernoulli", "continuous-bernoulli", "gaussian", "laplace",
                "discretized-logistic", "categorical", "autoregressive-bernoulli"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
