@@ -35,7 +35,9 @@ continuous columns).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +137,20 @@ def conditional_predictions(
     if k < 1:
         raise VarfamError(f"the number of importance draws must be at least 1, got {k}")
     columns = table_columns(model)
+    with _seeded_eval(model, seed):
+        parts = [_chunk(model, columns, x[i : i + b].to(model.device, torch.float32), k, draws)
+                 for b in (_rows_per_chunk(model, k, memory_mb),)
+                 for i in range(0, x.shape[0], b)]
+    values = {c.name: np.concatenate([p[0][c.name] for p in parts]) for c in columns}
+    sir = torch.cat([p[1] for p in parts], 1) if draws else None
+    ll = np.concatenate([p[2] for p in parts])
+    return Imputation(values, sir, ll)
+
+
+@contextlib.contextmanager
+def _seeded_eval(model: VAE, seed: int | None) -> Iterator[None]:
+    """``model`` in eval mode, and with ``seed`` torch's random state forked and seeded,
+    so the caller's draws are reproducible and the global state is left untouched."""
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
@@ -142,15 +158,9 @@ def conditional_predictions(
         was_training = model.training
         model.eval()
         try:
-            parts = [_chunk(model, columns, x[i : i + b].to(model.device, torch.float32), k, draws)
-                     for b in (_rows_per_chunk(model, k, memory_mb),)
-                     for i in range(0, x.shape[0], b)]
+            yield
         finally:
             model.train(was_training)
-    values = {c.name: np.concatenate([p[0][c.name] for p in parts]) for c in columns}
-    sir = torch.cat([p[1] for p in parts], 1) if draws else None
-    ll = np.concatenate([p[2] for p in parts])
-    return Imputation(values, sir, ll)
 
 
 def _chunk(model: VAE, columns: list[Column], x: Tensor, k: int,
@@ -303,17 +313,9 @@ def sample_table(model: VAE, n: int, *, seed: int | None = 0) -> pd.DataFrame:
     from .data.tables import from_model_units
 
     columns = table_columns(model)
-    devices = [model.device] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        was_training = model.training
-        model.eval()
-        try:
-            z = model.prior_distribution().sample((n,))
-            x = model.decode(z).sample()
-        finally:
-            model.train(was_training)
+    with _seeded_eval(model, seed):
+        z = model.prior_distribution().sample((n,))
+        x = model.decode(z).sample()
     return from_model_units(x, columns)
 
 
