@@ -74,11 +74,13 @@ def _reflect(x: Tensor, v: Tensor) -> Tensor:
 
 
 class Householder:
-    """Q = H_1 ... H_n (M = D columns) applied as reflections: ``v`` (B, n, D), any length."""
+    """Q = H_1 ... H_n (M = D columns) applied as reflections: ``v`` (B, n, D), any length
+    (``unit=True``: already normalized, as :meth:`SylvesterFlow.transforms` does for all
+    steps at once)."""
 
-    def __init__(self, v: Tensor) -> None:
+    def __init__(self, v: Tensor, unit: bool = False) -> None:
         self.raw = v
-        self.units = F.normalize(v, dim=-1, eps=1e-12).unbind(-2)
+        self.units = (v if unit else F.normalize(v, dim=-1, eps=1e-12)).unbind(-2)
 
     def transpose_apply(self, x: Tensor) -> Tensor:
         """``Q^T x = H_n ... H_1 x`` for ``x`` (..., B, D)."""
@@ -181,8 +183,9 @@ class SylvesterTransform(FlowTransform):
         return self.upper_tilde.dense()
 
     def _log_det(self, t: Tensor) -> Tensor:
-        t2 = t * t
-        return torch.log(t2 + self.one_plus_diag * (1 - t2)).sum(-1)
+        # log prod_i (t_i^2 + c_i (1 - t_i^2)) = sum_i log(c_i + (1 - c_i) t_i^2), c = 1 + r r~
+        c = self.one_plus_diag
+        return torch.log(torch.addcmul(c, 1 - c, t * t)).sum(-1)
 
     def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         v = self.orthogonal.transpose_apply(x)  # Q^T x, (..., B, M)
@@ -281,8 +284,8 @@ class SylvesterFlow(FlowFamily):
         params = raw.to(h.dtype).unflatten(-1, (self.flow_steps, sum(self._sizes)))
         q_raw, r_off, rt_off, r_diag, rt_diag, b = params.split(self._sizes, -1)
         if self.kind == "householder":
-            orthogonal = [Householder(v) for v in q_raw.unflatten(-1, (self.householder, d))
-                          .unbind(-3)]
+            units = F.normalize(q_raw.unflatten(-1, (self.householder, d)), dim=-1, eps=1e-12)
+            orthogonal = [Householder(v, unit=True) for v in units.unbind(-3)]
         else:
             q = torch.linalg.qr(q_raw.unflatten(-1, (d, m))).Q
             orthogonal = [DenseOrthogonal(q_k) for q_k in q.unbind(-3)]
