@@ -3,6 +3,8 @@
     python benchmarks/speed.py            # the full measurement (about 15 minutes on two
                                           # idle cores), rewrites the measured part of
                                           # docs/performance.md
+    python benchmarks/speed.py --threads 1   # the same on a machine shared with other
+                                          # busy processes
     python benchmarks/speed.py --quick    # a short end-to-end check (a few minutes)
     python benchmarks/speed.py --only profile,families --no-doc   # some sections, printed
 
@@ -259,14 +261,16 @@ class VarfamRun:
 
 
 def alternate(runs: dict, rounds: int, say=None) -> dict:
-    """One epoch of each run in turn, ``rounds`` times: each run's best and mean examples/s."""
+    """One epoch of each run in turn, ``rounds`` times (each round starting one run later,
+    so that no run always follows the same one): each run's best and mean examples/s."""
     seconds = defaultdict(list)
+    keys = list(runs)
     for r in range(rounds):
-        for key, run in runs.items():
-            seconds[key].append(run.epoch())
+        for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+            seconds[key].append(runs[key].epoch())
         if say:
             say(f"   round {r + 1}: " + ", ".join(
-                f"{k} {runs[k].n / v[-1]:,.0f} ex/s" for k, v in seconds.items()))
+                f"{k} {runs[k].n / seconds[k][-1]:,.0f} ex/s" for k in keys))
     return {k: {"rate": runs[k].n / min(v), "mean_rate": runs[k].n * len(v) / sum(v)}
             for k, v in seconds.items()}
 
@@ -499,13 +503,14 @@ def fmt(v: float, digits: int = 0) -> str:
 
 
 def render(r: dict) -> str:
-    flag = " --quick" if r["quick"] else ""
+    flag = (" --quick" if r["quick"] else "") + (
+        f" --threads {r['threads']}" if r["threads_given"] else "")
+    threads = f"{r['threads']} thread{'s' if r['threads'] != 1 else ''}"
     lines = ["", f"Measured by `python benchmarks/speed.py{flag}` on {r['machine']}, "
-             f"torch {torch.__version__}, {r['threads']} threads, default precision "
-             f"{PRECISION}, {time.strftime('%Y-%m-%d')}; load average (1 min) "
-             f"{r['load'][0]:.1f} at the start, {r['load'][1]:.1f} at the end "
-             f"(other processes share these cores: absolute rates are lower than on an "
-             f"idle machine, the side-by-side ratios much less so).", ""]
+             f"torch {torch.__version__}, {threads}, default precision {PRECISION}, "
+             f"{time.strftime('%Y-%m-%d')}; load average (1 min) {r['load'][0]:.1f} at "
+             f"the start, {r['load'][1]:.1f} at the end (where other processes share the "
+             "cores, absolute rates drop; the side-by-side ratios much less).", ""]
     p = r.get("peak")
     if p:
         lines += ["### Matrix-product peak", "",
@@ -631,6 +636,7 @@ def main() -> None:
     rounds = args.rounds or (2 if quick else 5)
     say = lambda *a: print(*a, flush=True)  # noqa: E731
     r: dict = {"quick": quick, "threads": torch.get_num_threads(),
+               "threads_given": bool(args.threads),
                "machine": f"{cpu_name()} ({os.cpu_count()} logical CPUs)",
                "load": [os.getloadavg()[0], math.nan]}
     say(f"load average {r['load'][0]:.1f}; precision {PRECISION}")
