@@ -11,7 +11,10 @@ False
 
 from __future__ import annotations
 
-__all__ = ["TrainingHooks"]
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["TrainingHooks", "overrides"]
 
 
 class TrainingHooks:
@@ -26,3 +29,16 @@ class TrainingHooks:
         fraction the cosine learning rate uses). Return True when that changed the set of
         parameters that receive gradients (a part joining training part-way)."""
         return False
+
+
+
+def overrides(method: Callable[..., Any], base: Callable[..., Any]) -> bool:
+    """Whether the bound ``method`` may do something: it is not the no-op function ``base``
+    (e.g. ``TrainingHooks.set_epoch``), neither through its class nor set on its object.
+    The training loop asks once per epoch, so that a step calls no hook that does nothing.
+
+    >>> from varfam.priors import StandardNormal
+    >>> overrides(StandardNormal(2, (1, 8, 8)).set_epoch, TrainingHooks.set_epoch)
+    False
+    """
+    return getattr(method, "__func__", None) is not base

@@ -33,7 +33,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -43,6 +43,7 @@ import torch
 from torch.distributions import Distribution
 
 from . import distributed as dist
+from .adam_step import AdamStep
 from .averaging import WeightAverage
 from .batches import BatchSource, float_chunks, is_file_backed
 from .callbacks import Callback, CallbackList, TrainingRun, builtin_callbacks
@@ -53,6 +54,7 @@ from .data.mapped import split_rows
 from .errors import VarfamError
 from .evaluate import evaluate_elbo
 from .metrics import METRICS, read_records, write_records
+from .parts import TrainingHooks, overrides
 from .precision import resolve_device, use_bf16
 from .registry import OBJECTIVES
 from .semisupervised import TrainingLabels
@@ -315,31 +317,57 @@ def run_epoch(loop: Loop, state: TrainState) -> tuple[torch.Tensor, torch.Tensor
     """The steps of epoch ``state.epoch`` from batch ``state.batch``: (losses, counted)."""
     cfg, ctx, bs = loop.cfg, loop.env.ctx, loop.cfg.batch_size
     perm, losses, counted = _open_epoch(loop, state)
+    # what a step calls, decided once: hooks that do something, Adam's kernel without its wrapper
+    set_epoch, step_hooks = _epoch_hook(loop.model), _step_end_hooks(loop.hooks, ctx)
+    adam, loss_of, average = AdamStep(loop.optimizer), loop.loss_of, loop.average
+    n, n_batches, stop = loop.n, loop.n_batches, loop.env.stop
     checked, t0 = state.batch, time.perf_counter()
-    for j in range(state.batch, loop.n_batches):
+    for j in range(state.batch, n_batches):
         x, y, weight = _gather(loop, perm[j * bs : (j + 1) * bs])
-        t = state.epoch + j * bs / loop.n
-        loop.model.set_epoch(t)
-        loss = loop.loss_of(x, weight, t, y)
-        loop.optimizer.zero_grad(set_to_none=True)
+        t = state.epoch + j * bs / n
+        if set_epoch is not None:
+            set_epoch(t)
+        loss = loss_of(x, weight, t, y)
+        adam.zero_grad()
         loss.backward()
         if cfg.skip_nonfinite and _nonfinite(loss, ctx):
             state.skipped += 1
             counted[j] = 0.0
         else:
-            loop.optimizer.step()
-            if loop.average is not None:
-                loop.average.update(loop.model)
+            adam.step()
+            if average is not None:
+                average.update(loop.model)
             losses[j] = loss.detach()
         state.step, state.batch = state.step + 1, j + 1
-        if ctx.is_main:
-            loop.hooks.on_step_end(state)
-        last = j == loop.n_batches - 1
-        if last or j + 1 - checked >= CHECK_EVERY or (loop.env.stop.signum and not ctx.distributed):
+        for hook in step_hooks:
+            hook(state)
+        last = j == n_batches - 1
+        if last or j + 1 - checked >= CHECK_EVERY or (stop.signum and not ctx.distributed):
             _check(loop, state, losses, counted, checked, t0)
             checked = j + 1
     state.seconds += time.perf_counter() - t0
     return losses, counted
+
+
+def _epoch_hook(model: VAE) -> Callable[[float], None] | None:
+    """``model.set_epoch``, or None where neither the model nor any of its parts overrides
+    the no-op (:class:`varfam.parts.TrainingHooks`): most models read no epoch."""
+    from .model import VAE
+
+    parts = (model.family, model.prior, model.likelihood)
+    if overrides(model.set_epoch, VAE.set_epoch) or any(
+        overrides(p.set_epoch, TrainingHooks.set_epoch) for p in parts
+    ):
+        return model.set_epoch
+    return None
+
+
+def _step_end_hooks(hooks: CallbackList, ctx: dist.Context) -> list[Callable[[TrainState], None]]:
+    """The ``on_step_end`` methods that do something (rank 0 only), in the callbacks' order."""
+    if not ctx.is_main:
+        return []
+    callbacks = hooks.callbacks if type(hooks) is CallbackList else [hooks]
+    return [c.on_step_end for c in callbacks if overrides(c.on_step_end, Callback.on_step_end)]
 
 
 def end_epoch(
