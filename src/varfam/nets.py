@@ -46,6 +46,14 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _through(layers: nn.Sequential, x: Tensor) -> Tensor:
+    """``layers(x)``, calling each layer (and its hooks) but not the container itself: one
+    module call fewer per network and step (a hook on the ``nn.Sequential`` is not called)."""
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
 class MLPEncoder(nn.Module):
     """Flatten x, then Linear+ReLU layers (or ``stack``'s layers) of the ``hidden`` widths."""
 
@@ -59,7 +67,7 @@ class MLPEncoder(nn.Module):
         self.feature_dim = hidden[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.flatten(1))
+        return _through(self.net, x.flatten(1))
 
 
 class MLPDecoder(nn.Module):
@@ -85,7 +93,7 @@ class MLPDecoder(nn.Module):
         )
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z).view(z.shape[0], self.out_params, *self.data_shape)
+        return _through(self.net, z).view(z.shape[0], self.out_params, *self.data_shape)
 
 
 class GatedDense(nn.Module):

@@ -52,8 +52,13 @@ def loss_function(
                 return objective(model, x, epoch=epoch, y=y).loss
             return step_module(x, weight, epoch, y)
 
+    def plain_loss_of(
+        x: torch.Tensor, weight: float, epoch: float, y: torch.Tensor | None = None
+    ) -> torch.Tensor:  # fp32 on one process: no context to enter
+        return objective(model, x, epoch=epoch, y=y).loss
+
     if not compile:
-        return loss_of
+        return plain_loss_of if step_module is None and not bf16 else loss_of
     check_compiler(device)
     compiled = torch.compile(loss_of, dynamic=False, options=_compile_options(compile, device))
 
