@@ -26,10 +26,7 @@ and ``flows_autoregressive`` (IAF, Real NVP).
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Distribution, TransformedDistribution, constraints
 from torch.distributions.transforms import Transform
@@ -96,17 +93,20 @@ class FlowTransform(Transform):
 
 
 def one_plus_tanh_product(a: Tensor, b: Tensor) -> Tensor:
-    """``1 + tanh(a) tanh(b) = cosh(a + b) / (cosh a cosh b)``, accurate where it nears 0.
+    """``1 + tanh(a) tanh(b) = 2 [σ(2a) σ(2b) + σ(-2a) σ(-2b)]``, accurate where it nears 0.
 
-    Evaluated through log-cosh, it stays positive when ``tanh(a) tanh(b)`` rounds
-    to -1 (|a|, |b| above ~9 in float32, ~19 in float64).
+    A sum of two positive products (``1 ± tanh x = 2 σ(±2x)``), so nothing cancels when
+    ``tanh(a) tanh(b)`` rounds to -1 (|a|, |b| above ~9 in float32, ~19 in float64): it
+    stays positive until the products underflow (|a|, |b| above ~40 in float32), to a
+    few units of rounding (the form ``cosh(a + b) / (cosh a cosh b)`` through log-cosh,
+    used before, gave the same values in about twice the ops).
+
+    >>> one_plus_tanh_product(torch.tensor([0.0, 10.0]), torch.tensor([1.0, -10.0]))
+    tensor([1.0000e+00, 8.2446e-09])
     """
-    return torch.exp(_log_cosh(a + b) - _log_cosh(a) - _log_cosh(b))
-
-
-def _log_cosh(x: Tensor) -> Tensor:
-    x = x.abs()
-    return x + F.softplus(-2 * x) - math.log(2.0)
+    ab = torch.stack((a, b))
+    s = torch.sigmoid(torch.stack((ab, ab.neg())).mul_(2.0))  # [σ(2a), σ(2b)], [σ(-2a), σ(-2b)]
+    return s[:, 0].mul(s[:, 1]).sum(0).mul_(2.0)
 
 
 def solve_x_plus_tanh(

@@ -69,8 +69,9 @@ def householder_product(v: Tensor) -> Tensor:
 
 
 def _reflect(x: Tensor, v: Tensor) -> Tensor:
-    """``(I - 2 v v^T) x`` for unit ``v`` (B, D) and ``x`` (..., B, D)."""
-    return torch.addcmul(x, torch.linalg.vecdot(x, v).unsqueeze(-1), v, value=-2.0)
+    """``(I - 2 v v^T) x`` for unit real ``v`` (B, D) and ``x`` (..., B, D): three ops
+    (``linalg.vecdot`` and ``unsqueeze`` would be four, each with its backward)."""
+    return torch.addcmul(x, (x * v).sum(-1, keepdim=True), v, value=-2.0)
 
 
 class Householder:
@@ -123,10 +124,12 @@ class PackedUpper:
     def __init__(self, diag: Tensor, off: Tensor, rows: Tensor, cols: Tensor) -> None:
         self.diag, self.off, self.rows, self.cols = diag, off, rows, cols
 
-    def matvec(self, t: Tensor) -> Tensor:
-        """``R t`` (..., B, M) for ``t`` (..., B, M): ``r_ii t_i + sum_{j>i} r_ij t_j``."""
+    def matvec(self, t: Tensor, plus: Tensor | None = None) -> Tensor:
+        """``R t`` (..., B, M) for ``t`` (..., B, M): ``r_ii t_i + sum_{j>i} r_ij t_j``; with
+        ``plus`` (B, M), ``R t + plus`` (in the same ops)."""
         above = self.off * t.index_select(-1, self.cols)
-        return (self.diag * t).index_add(-1, self.rows, above)
+        own = self.diag * t if plus is None else torch.addcmul(plus, self.diag, t)
+        return own.index_add(-1, self.rows, above)
 
     def dense(self) -> Tensor:
         m = self.diag.shape[-1]
@@ -159,6 +162,7 @@ class SylvesterTransform(FlowTransform):
         r_tilde: Tensor | PackedUpper,
         b: Tensor,
         one_plus_diag: Tensor | None = None,
+        one_minus_c: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.orthogonal = DenseOrthogonal(q) if isinstance(q, Tensor) else q
@@ -168,6 +172,7 @@ class SylvesterTransform(FlowTransform):
         if one_plus_diag is None:
             one_plus_diag = 1 + self.upper.diag * self.upper_tilde.diag
         self.one_plus_diag = one_plus_diag
+        self.one_minus_c = one_minus_c  # 1 - (1 + r_ii r~_ii), given for all steps at once
 
     @property
     def q(self) -> Tensor:
@@ -185,11 +190,12 @@ class SylvesterTransform(FlowTransform):
     def _log_det(self, t: Tensor) -> Tensor:
         # log prod_i (t_i^2 + c_i (1 - t_i^2)) = sum_i log(c_i + (1 - c_i) t_i^2), c = 1 + r r~
         c = self.one_plus_diag
-        return torch.log(torch.addcmul(c, 1 - c, t * t)).sum(-1)
+        one_minus_c = 1 - c if self.one_minus_c is None else self.one_minus_c
+        return torch.log(torch.addcmul(c, one_minus_c, t * t)).sum(-1)
 
     def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         v = self.orthogonal.transpose_apply(x)  # Q^T x, (..., B, M)
-        t = torch.tanh(self.upper_tilde.matvec(v) + self.b)
+        t = torch.tanh(self.upper_tilde.matvec(v, plus=self.b))
         y = x + self.orthogonal.apply(self.upper.matvec(t))
         return y, self._log_det(t)
 
@@ -293,9 +299,10 @@ class SylvesterFlow(FlowFamily):
         one_plus = one_plus_tanh_product(r_diag, rt_diag)  # 1 + r_ii r~_ii > 0
         steps = zip(orthogonal, torch.tanh(r_diag).unbind(-2), r_off.unbind(-2),
                     torch.tanh(rt_diag).unbind(-2), rt_off.unbind(-2), b.unbind(-2),
-                    one_plus.unbind(-2), strict=True)
+                    one_plus.unbind(-2), (1 - one_plus).unbind(-2), strict=True)
         return [  # r_ii = tanh(raw) in (-1, 1)
             SylvesterTransform(q_k, PackedUpper(rd, ro, rows, cols),
-                               PackedUpper(rtd, rto, rows, cols), b_k, one_plus_k)
-            for q_k, rd, ro, rtd, rto, b_k, one_plus_k in steps
+                               PackedUpper(rtd, rto, rows, cols), b_k, one_plus_k,
+                               one_minus_k)
+            for q_k, rd, ro, rtd, rto, b_k, one_plus_k, one_minus_k in steps
         ]
