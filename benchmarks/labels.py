@@ -121,7 +121,7 @@ def semi_supervised(ds: Dataset, name: str, n_labels: int, seed: int, validation
     options = objective_options(data.train_labels[: len(data.train_labels) - validation],
                                 args.alpha)
     tcfg = train_config(name, args, seed, labelled=n_labels, alpha=options["alpha"],
-                        validation=validation)
+                        labelled_weight=args.labelled_weight, validation=validation)
     model, last = fit(cfg, data, tcfg)
     m2 = accuracy(model, ds.test, ds.test_labels)
     chosen = labelled_indices(ds.train_labels, n_labels, seed, len(classes),
@@ -214,7 +214,9 @@ def settings(args: argparse.Namespace) -> str:
         f"{args.batch_size}, Adam {args.lr:g}, fp32; each training stops after the epoch in "
         f"which {args.budget:g} minutes passed (at most {args.max_epochs} epochs); α = "
         f"{'0.1 · N / N_labelled (the paper)' if args.alpha is None else args.alpha}; "
-        f"labelled-only classifier: {args.baseline_steps} Adam steps; real-data and CAS "
+        f"labelled rows weighed as their share of the {args.labelled_weight} "
+        f"(--labelled-weight {args.labelled_weight}); labelled-only classifier: "
+        f"{args.baseline_steps} Adam steps; real-data and CAS "
         f"classifiers: {args.classifier_steps} steps; {args.samples_per_class} samples per "
         f"class; log-likelihoods on the first {args.eval_limit} test images. Seeds "
         f"0..{args.seeds - 1}. Machine: {platform.machine()}, {torch.get_num_threads()} "
@@ -233,6 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--alpha", type=float, default=None)
+    p.add_argument("--labelled-weight", choices=["batch", "data"], default="batch",
+                   help="how M2's loss weighs labelled rows: as their share of the batch or of "
+                        "the data (varfam train --labelled-weight)")
     p.add_argument("--baseline-steps", type=int, default=500)
     p.add_argument("--classifier-steps", type=int, default=3000)
     p.add_argument("--samples-per-class", type=int, default=1000)

@@ -237,3 +237,27 @@ def test_class_names_of_the_data() -> None:
     assert class_names(bare) == ("0", "1", "2")
     with pytest.raises(VarfamError, match="has no labels"):
         class_names(varfam.Dataset("toy", ds.train[:4], ds.test[:2]))
+
+
+def test_labelled_weight_picks_the_batch_or_the_data_share(tmp_path) -> None:
+    import json
+
+    from varfam.config import RunConfig, TrainConfig
+    from varfam.semisupervised import objective_options
+
+    labels = torch.tensor([0, 1] + [-1] * 18)  # 10 % labelled
+    assert objective_options(labels) == {"alpha": pytest.approx(1.0)}  # the batch's own share
+    assert objective_options(labels, 3.0, "data") == {"alpha": 3.0, "labelled_share": 0.1}
+    with pytest.raises(VarfamError, match="labelled_weight must be batch or data"):
+        objective_options(labels, None, "both")
+    with pytest.raises(VarfamError, match="add --labelled N"):
+        TrainConfig(labelled_weight="data")
+    # a run written before the option weighed by the data: it resumes as it began
+    old = RunConfig(train=TrainConfig(labelled=10)).to_dict()
+    del old["train"]["labelled_weight"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert RunConfig.read(tmp_path / "config.json").train.labelled_weight == "data"
+    plain = RunConfig().to_dict()
+    del plain["train"]["labelled_weight"]
+    (tmp_path / "config.json").write_text(json.dumps(plain))
+    assert RunConfig.read(tmp_path / "config.json").train.labelled_weight == "batch"

@@ -193,6 +193,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--labelled-ratio", type=positive_float, metavar="R",
                    help="with --labelled: share of every batch drawn from the labelled examples "
                         "(default: their share of the data, at least 0.1)")
+    g.add_argument("--labelled-weight", choices=["batch", "data"],
+                   help="with --labelled: weigh a batch's labelled rows as their share of the "
+                        "batch (default; they count as often as they are drawn) or of the "
+                        "data (the paper's sum over the data)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="compile the training step with torch.compile (faster for long runs; "
                         "10-20 s to compile)")
@@ -316,7 +320,7 @@ def _train_config_from_args(args: argparse.Namespace):
                  "epochs", "batch_size", "lr", "seed", "device", "precision", "skip_nonfinite",
                  "compile", "compile_mode", "eval_every", "validation", "patience", "lr_schedule",
                  "lr_final_ratio", "time_limit", "ema", "track", "track_dir", "track_uri",
-                 "labelled", "alpha", "labelled_ratio"):
+                 "labelled", "alpha", "labelled_ratio", "labelled_weight"):
         if getattr(args, name) is not None:
             setattr(t, name, getattr(args, name))
     for flag, (section, key) in _PART_FLAGS.items():

@@ -151,6 +151,10 @@ class TrainConfig:
     #: The share of every batch drawn from the labelled examples (the rest from the
     #: unlabelled ones); ``None``: the data's own share, but at least a tenth.
     labelled_ratio: float | None = None
+    #: How a batch's labelled rows weigh against its unlabelled ones in the loss:
+    #: ``"batch"``, as their share of the batch (labelled examples count as often as
+    #: they are drawn); ``"data"``, as their share of the data (the paper's sum).
+    labelled_weight: str = "batch"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -201,9 +205,14 @@ class TrainConfig:
             raise VarfamError(f"alpha must be 0 or more, got {self.alpha}")
         if self.labelled_ratio is not None and not 0.0 < self.labelled_ratio < 1.0:
             raise VarfamError(f"labelled_ratio must be in (0, 1), got {self.labelled_ratio}")
-        if self.labelled is None and (self.alpha is not None or self.labelled_ratio is not None):
-            raise VarfamError("alpha and labelled_ratio are settings of semi-supervised "
-                              "training; add --labelled N")
+        if self.labelled_weight not in ("batch", "data"):
+            raise VarfamError(
+                f"labelled_weight must be batch or data, got '{self.labelled_weight}'"
+            )
+        if self.labelled is None and (self.alpha is not None or self.labelled_ratio is not None
+                                      or self.labelled_weight != "batch"):
+            raise VarfamError("alpha, labelled_ratio and labelled_weight are settings of "
+                              "semi-supervised training; add --labelled N")
         if self.test_limit is not None and self.test_limit < 1:
             raise VarfamError(f"test_limit must be at least 1, got {self.test_limit}")
 
@@ -251,6 +260,8 @@ class RunConfig:
         cfg = cls.from_dict(data, str(path))
         if "train" not in data:
             cfg.train_recorded = False
+        elif cfg.train.labelled is not None and "labelled_weight" not in data["train"]:
+            cfg.train.labelled_weight = "data"  # how runs written before the option weighed
         return cfg
 
     @classmethod

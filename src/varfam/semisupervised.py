@@ -13,14 +13,16 @@ bound, both with ``q(z|x, y)``):
 
   (Sampling y instead leaves the classifier near chance: Pyro's SS-VAE tutorial.)
 
-The loss estimates the paper's objective per training example,
-``-(1/N) [Σ_labelled (L + α log q(y|x)) + Σ_unlabelled U]``, from a batch that mixes
-both kinds in any ratio: ``labelled_share`` is the share of labelled examples in the
-*data* (N_l / N) and weights the batch's labelled mean against its unlabelled mean,
-so that oversampling the few labelled examples does not change what is optimized.
-``α`` defaults to the paper's ``0.1 · N / N_l`` (``0.1 / labelled_share``). Without a
-``labelled_share`` the batch stands for the data (its own share is used): the
-training loop passes the data's.
+The loss weighs a batch's labelled mean against its unlabelled mean. By default
+(``labelled_share`` unset; ``varfam train --labelled-weight batch``) each kind weighs
+as its share of the batch, so the few labelled examples count as often as
+``--labelled-ratio`` draws them: measured in docs/results.md ("Labels"), this keeps
+the generative model's y anchored to the classes, where the paper's weighting let it
+drift to another clustering and q(y|x) fall below the classifier trained on the
+labels alone. With ``labelled_share`` = N_l / N (``--labelled-weight data``) the loss
+estimates the paper's objective per training example,
+``-(1/N) [Σ_labelled (L + α log q(y|x)) + Σ_unlabelled U]``, whatever the batch's mix.
+``α`` defaults to the paper's ``0.1 · N / N_l`` (``0.1 / labelled_share``) either way.
 
 The classifier's log-probabilities come from a log-softmax of fp32 logits and the
 entropy is ``-Σ q log q`` on those, so a class whose probability underflows adds
@@ -67,15 +69,33 @@ def default_alpha(labelled_share: float) -> float:
     return PAPER_ALPHA / labelled_share
 
 
-def objective_options(labels: Tensor, alpha: float | None = None) -> dict[str, float]:
-    """The objective options ``alpha`` and ``labelled_share`` for training labels (N,) with
-    ``-1`` where hidden: the share N_l / N, and α (default :func:`default_alpha` of it)."""
+#: How the loss weighs a batch's labelled mean against its unlabelled mean.
+LABELLED_WEIGHTS = ("batch", "data")
+
+
+def objective_options(
+    labels: Tensor, alpha: float | None = None, weight: str = "batch"
+) -> dict[str, float]:
+    """The objective options for training labels (N,) with ``-1`` where hidden.
+
+    ``alpha``: α (default :func:`default_alpha` of the data's share N_l / N).
+    ``weight="data"`` adds ``labelled_share`` = N_l / N, so that the loss estimates the
+    paper's sum over the data; ``"batch"`` (the default) leaves it out, so that each
+    batch's labelled rows weigh as their share of the batch (``--labelled-ratio``),
+    i.e. the few labelled examples count as often as they are drawn.
+    """
+    if weight not in LABELLED_WEIGHTS:
+        raise VarfamError(
+            f"labelled_weight must be {' or '.join(LABELLED_WEIGHTS)}, got {weight!r}"
+        )
     n_l = int((labels >= 0).sum())
     if n_l == 0:
         raise VarfamError("every training label is hidden; keep some with --labelled N")
     share = n_l / labels.shape[0]
-    return {"alpha": default_alpha(share) if alpha is None else float(alpha),
-            "labelled_share": share}
+    out = {"alpha": default_alpha(share) if alpha is None else float(alpha)}
+    if weight == "data":
+        out["labelled_share"] = share
+    return out
 
 
 #: Labelled examples in every mixed batch, at least: a tenth of the batch.
@@ -178,9 +198,10 @@ class TrainingLabels:
             return mixed_order(self.train, self.batch_size, self.ratio, generator)
         return torch.randperm(self.train.shape[0], generator=generator)
 
-    def objective_options(self, alpha: float | None) -> dict[str, float]:
-        """The objective's ``alpha`` and ``labelled_share`` (see :func:`objective_options`)."""
-        return objective_options(self.train, alpha)
+    def objective_options(self, alpha: float | None, weight: str = "batch") -> dict[str, float]:
+        """The objective's ``alpha`` and, for ``weight="data"``, ``labelled_share``
+        (see :func:`objective_options`)."""
+        return objective_options(self.train, alpha, weight)
 
 
 def fit_classifier(

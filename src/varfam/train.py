@@ -270,7 +270,7 @@ def setup(model: VAE, data: Dataset, cfg: TrainConfig, env: Env, hooks: Callback
     labels = TrainingLabels.of(model, data, cfg.validation, cfg.batch_size, cfg.labelled_ratio)
     options = dict(cfg.objective_options)
     if labels is not None and model.condition.classifier is not None:  # α and N_l / N
-        options.update(labels.objective_options(cfg.alpha))
+        options.update(labels.objective_options(cfg.alpha, cfg.labelled_weight))
     train_src = source(train_x, "train", cfg.binarize == "static")
     loop = Loop(
         model, data, cfg, env, hooks,
