@@ -284,6 +284,8 @@ _GROUPS = (
     ("Bernoulli log-density (BCE with logits)", ("aten::binary_cross_entropy",)),
     ("batch gathering", ("aten::index_select", "aten::index", "aten::randperm")),
 )
+#: the ops of a fused Adam step (``torch.optim.Adam.step`` wraps them in a record of its own)
+_OPTIMIZER_OPS = ("aten::_fused_adam_", "aten::_foreach_add_")
 PROFILE_ROWS = ("matrix products", "Bernoulli log-density (BCE with logits)",
                 "other tensor ops (elementwise, reductions, copies)", "optimizer (Adam, zero_grad)",
                 "batch gathering", "autograd engine (outside ops)",
@@ -299,7 +301,8 @@ def _group(event) -> tuple[str, bool]:
         parent = parent.cpu_parent
     atens = [n for n in chain if n.startswith("aten::")]
     top = len(atens) == 1 and chain[0] == atens[0]  # an aten op inside no other aten op
-    if any(n.startswith("Optimizer.") for n in chain):
+    if any(n.startswith("Optimizer.") for n in chain) or (
+            atens and atens[-1] in _OPTIMIZER_OPS):  # varfam calls Adam's kernel directly
         return "optimizer (Adam, zero_grad)", top
     if not atens:
         return "autograd engine (outside ops)", False
