@@ -85,3 +85,26 @@ def test_step_hooks_still_run() -> None:
     opt.register_step_post_hook(lambda *a: calls.append(1))
     _train(model, opt, direct=True, steps=3)
     assert len(calls) == 3
+
+
+def test_state_loaded_in_mid_epoch_is_used() -> None:
+    a = _model()
+    b = copy.deepcopy(a)
+    opt_a = torch.optim.Adam(a.parameters(), lr=1e-2, fused=True)
+    opt_b = torch.optim.Adam(b.parameters(), lr=1e-2, fused=True)
+    step = AdamStep(opt_b)
+    x = torch.randn(8, 5)
+    for opt, m, s in ((opt_a, a, None), (opt_b, b, step)):
+        for _ in range(3):
+            m.zero_grad(set_to_none=True)
+            (m(x) ** 2).mean().backward()
+            opt.step() if s is None else s.step()
+    saved = opt_a.state_dict()  # each optimizer gets its own copy: loading shares tensors
+    opt_a.load_state_dict(copy.deepcopy(saved))
+    opt_b.load_state_dict(copy.deepcopy(saved))
+    b.load_state_dict(a.state_dict())
+    for opt, m, s in ((opt_a, a, None), (opt_b, b, step)):
+        m.zero_grad(set_to_none=True)
+        (m(x) ** 2).mean().backward()
+        opt.step() if s is None else s.step()
+    _same(a, b, opt_a, opt_b)

@@ -14,7 +14,8 @@ an optimizer other than a fused Adam with float hyper-parameters, AMSGrad,
 ``maximize``, decoupled weight decay, a learning rate held as a tensor,
 parameters on several devices or of several dtypes, a parameter without state yet
 (before the first step) or without a gradient this step (a part that is not
-trained yet), and registered step hooks.
+trained yet), and registered step hooks. State loaded into the optimizer in mid-epoch
+(``load_state_dict`` makes new groups) is collected again.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class AdamStep:
     def step(self) -> None:
         """``optimizer.step()``: the fused kernel called directly where it computes the same."""
         groups, opt = self._groups, self.optimizer
+        if groups is not None and opt.param_groups[0] is not groups[0].options:
+            groups = None  # load_state_dict made new groups and state: collect them again
         if (groups is None or opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
                 or _global_optimizer_pre_hooks or _global_optimizer_post_hooks):
             opt.step()
