@@ -15,6 +15,7 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 
 import varfam
 from varfam.data.labels import class_names, hide_labels, labelled_indices
@@ -261,3 +262,50 @@ def test_labelled_weight_picks_the_batch_or_the_data_share(tmp_path) -> None:
     del plain["train"]["labelled_weight"]
     (tmp_path / "config.json").write_text(json.dumps(plain))
     assert RunConfig.read(tmp_path / "config.json").train.labelled_weight == "batch"
+
+
+@pytest.mark.parametrize("objective", [Elbo(), Iwae(k=3)])
+def test_each_image_is_encoded_once_with_the_same_bound_and_gradients(
+    objective, monkeypatch
+) -> None:
+    """M2 scores an unlabelled image under every class; the encoder network reads it once
+    (``VAE.repeated_rows``) and the bound and every gradient are those of C passes."""
+    import contextlib
+
+    x = torch.rand(6, 1, 8, 8)
+    y = torch.tensor([1, -1, 0, -1, -1, 2])
+    calls: list[int] = []
+
+    def run(shared: bool) -> tuple[Tensor, list[Tensor]]:
+        model = m2_model()
+        model.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+        if not shared:
+            monkeypatch.setattr(model, "repeated_rows", lambda *a: contextlib.nullcontext())
+        torch.manual_seed(1)
+        loss = labelled_objective(objective, model, x, y, alpha=1.0).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    loss, grads = run(shared=True)
+    assert calls == [3 + 3]  # 3 labelled + 3 unlabelled images, not 3 + 3 · C rows
+    calls.clear()
+    loss_c, grads_c = run(shared=False)
+    assert calls == [3 + 3 * C]
+    assert torch.allclose(loss, loss_c, atol=1e-5)
+    assert len(grads) == len(grads_c)
+    assert all(torch.allclose(g, h, atol=1e-5) for g, h in zip(grads, grads_c))
+
+
+def test_repeated_rows_leaves_other_tensors_and_refuses_a_wrong_layout() -> None:
+    model = m2_model()
+    x = torch.rand(4, 1, 8, 8)
+    rows = torch.cat([x, x[2:], x[2:]])
+    with model.repeated_rows(rows, 4, 2):
+        assert torch.equal(model.features(rows, torch.zeros(8, dtype=torch.long))[:, :-C],
+                           model.encoder(rows).float())
+        other = rows.clone()  # not the batch named: encoded row by row, as usual
+        assert torch.equal(model._encoder_rows(other), model.encoder(other))
+    assert model._repeated is None
+    with pytest.raises(VarfamError, match="not 4 distinct rows and copies of the last 3"):
+        with model.repeated_rows(rows, 4, 3):
+            pass

@@ -11,6 +11,8 @@ torch.Size([3, 1, 8, 8])
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -67,6 +69,8 @@ class VAE(nn.Module):
         #: The labels' side of a model conditioned on labels (:mod:`varfam.labels`): the
         #: family is built for ``feature_dim + C`` inputs and the decoder for ``D + C``.
         self.condition = condition
+        #: Set by :meth:`repeated_rows`: (the batch, its distinct rows, the period).
+        self._repeated: tuple[Tensor, int, int] | None = None
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -173,8 +177,34 @@ class VAE(nn.Module):
     def features(self, x: Tensor, y: Labels | None = None) -> Tensor:
         """What the family reads for ``x`` (B, *data_shape): the encoder's features h (B, F),
         full precision, and in a model conditioned on labels ``[h, onehot(y)]`` (B, F + C)."""
-        h = _full_precision(self.encoder(x))
+        h = _full_precision(self._encoder_rows(x))
         return self._with_label(h, self.labels_of(x, y))
+
+    @contextmanager
+    def repeated_rows(self, x: Tensor, distinct: int, period: int) -> Iterator[None]:
+        """Within the block, the batch ``x`` (this very tensor) is ``distinct`` rows followed
+        by copies of their last ``period`` rows (M2's labelled rows, then its unlabelled
+        rows once per class): encoding it runs the encoder network on the distinct rows
+        only and repeats their features, the same values and gradients at a fraction of
+        the cost. Any other tensor (a VampPrior's pseudo-inputs, a copy) is encoded as
+        usual."""
+        copies, rest = divmod(x.shape[0] - distinct, period) if period > 0 else (0, 1)
+        if not 0 < period <= distinct or rest or copies < 1:
+            raise VarfamError(f"a batch of {x.shape[0]} rows is not {distinct} distinct rows "
+                              f"and copies of the last {period}")
+        before, self._repeated = self._repeated, (x, distinct, period)
+        try:
+            yield
+        finally:
+            self._repeated = before
+
+    def _encoder_rows(self, x: Tensor) -> Tensor:
+        if self._repeated is None or x is not self._repeated[0]:
+            return self.encoder(x)
+        _, distinct, period = self._repeated
+        h = self.encoder(x[:distinct])
+        copies = (x.shape[0] - distinct) // period
+        return torch.cat([h, h[distinct - period :].repeat(copies, *[1] * (h.dim() - 1))])
 
     def encode(self, x: Tensor, y: Labels | None = None) -> Distribution:
         """q(z|x) (or q(z|x, y)) for a batch ``x`` (B, *data_shape): batch (B,), event (D,).

@@ -277,7 +277,11 @@ def labelled_objective(
         y_rows = torch.cat([y[known], torch.arange(c, device=y.device).repeat_interleave(n_u)])
     else:
         x_rows, y_rows = x, y
-    terms = objective.terms(model, x_rows, epoch, y_rows)
+    if n_u:  # the encoder network reads each image once, not once per class
+        with model.repeated_rows(x_rows, n_l + n_u, n_u):
+            terms = objective.terms(model, x_rows, epoch, y_rows)
+    else:
+        terms = objective.terms(model, x_rows, epoch, y_rows)
     share = n_l / y.shape[0] if labelled_share is None else float(labelled_share)
     weight = alpha if alpha is not None else (default_alpha(share) if share > 0 else 0.0)
 
