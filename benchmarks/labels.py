@@ -121,7 +121,8 @@ def semi_supervised(ds: Dataset, name: str, n_labels: int, seed: int, validation
     options = objective_options(data.train_labels[: len(data.train_labels) - validation],
                                 args.alpha)
     tcfg = train_config(name, args, seed, labelled=n_labels, alpha=options["alpha"],
-                        labelled_weight=args.labelled_weight, validation=validation)
+                        labelled_weight=args.labelled_weight, validation=validation,
+                        objective_options={"beta": args.beta})
     model, last = fit(cfg, data, tcfg)
     m2 = accuracy(model, ds.test, ds.test_labels)
     chosen = labelled_indices(ds.train_labels, n_labels, seed, len(classes),
@@ -230,7 +231,8 @@ def settings(args: argparse.Namespace) -> str:
         f"which {args.budget:g} minutes passed (at most {args.max_epochs} epochs); α = "
         f"{'0.1 · N / N_labelled (the paper)' if args.alpha is None else args.alpha}; "
         f"labelled rows weighed as their share of the {args.labelled_weight} "
-        f"(--labelled-weight {args.labelled_weight}); labelled-only classifier: "
+        f"(--labelled-weight {args.labelled_weight}); M2's KL of z weighed β = {args.beta:g} "
+        f"(--beta); labelled-only classifier: "
         f"{args.baseline_steps} Adam steps; real-data and CAS "
         f"classifiers: {args.classifier_steps} steps; {args.samples_per_class} samples per "
         f"class; log-likelihoods on the first {args.eval_limit} test images. Seeds "
@@ -250,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--alpha", type=float, default=None)
+    p.add_argument("--beta", type=float, default=2.0,
+                   help="M2's weight of KL(q(z|x,y) || p(z)) (varfam train --beta): above 1, "
+                        "the class is cheaper to carry in y than in z")
     p.add_argument("--labelled-weight", choices=["batch", "data"], default="batch",
                    help="how M2's loss weighs labelled rows: as their share of the batch or of "
                         "the data (varfam train --labelled-weight)")
