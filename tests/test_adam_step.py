@@ -108,3 +108,19 @@ def test_state_loaded_in_mid_epoch_is_used() -> None:
         (m(x) ** 2).mean().backward()
         opt.step() if s is None else s.step()
     _same(a, b, opt_a, opt_b)
+
+
+def test_a_torch_whose_private_kernel_differs_takes_optimizer_step(monkeypatch) -> None:
+    import varfam.adam_step as adam_step
+
+    monkeypatch.setattr(adam_step, "_kernel_callable", lambda: False)
+    w, ref = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([w], lr=0.1, fused=True)
+    ref_opt = torch.optim.Adam([ref], lr=0.1, fused=True)
+    step = AdamStep(opt)
+    for i in range(3):
+        w.grad, ref.grad = torch.full((3,), float(i + 1)), torch.full((3,), float(i + 1))
+        step.step()
+        ref_opt.step()
+    assert step._groups is None  # never collected: every step went through torch.optim
+    assert torch.equal(w, ref)

@@ -20,10 +20,17 @@ trained yet), and registered step hooks. State loaded into the optimizer in mid-
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+from torch import Tensor
+
+try:  # private to torch.optim: another version without them takes optimizer.step() always
+    from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+except ImportError:  # pragma: no cover
+    _global_optimizer_pre_hooks = _global_optimizer_post_hooks = {None: None}
 
 __all__ = ["AdamStep"]
 
@@ -78,19 +85,13 @@ class AdamStep:
             return
         with torch.no_grad():
             for g, group in zip(groups, grads):
-                o = g.options
-                beta1, beta2 = o["betas"]
                 torch._foreach_add_(g.steps, 1)
-                torch._fused_adam_(
-                    g.params, group, g.exp_avgs, g.exp_avg_sqs, [], g.steps, amsgrad=False,
-                    lr=o["lr"], beta1=beta1, beta2=beta2, weight_decay=o["weight_decay"],
-                    eps=o["eps"], maximize=False, grad_scale=None, found_inf=None,
-                )
+                _fused(g.params, group, g.exp_avgs, g.exp_avg_sqs, g.steps, g.options)
 
     def _collect(self) -> list[_Group] | None:
         """The groups' tensors, or None where the direct call would differ from ``step()``."""
         opt = self.optimizer
-        if type(opt) is not torch.optim.Adam or not self.params:
+        if type(opt) is not torch.optim.Adam or not self.params or not _kernel_callable():
             return None
         first = self.params[0]
         groups = []
@@ -108,3 +109,31 @@ class AdamStep:
             groups.append(_Group(g, list(g["params"]), [s["exp_avg"] for s in states],
                                  [s["exp_avg_sq"] for s in states], [s["step"] for s in states]))
         return groups
+
+
+def _fused(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
+           exp_avg_sqs: list[Tensor], steps: list[Tensor], o: dict[str, Any]) -> None:
+    """One call of torch's fused Adam kernel with a param group's options ``o``."""
+    beta1, beta2 = o["betas"]
+    torch._fused_adam_(
+        params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=o["lr"],
+        beta1=beta1, beta2=beta2, weight_decay=o["weight_decay"], eps=o["eps"],
+        maximize=False, grad_scale=None, found_inf=None,
+    )
+
+
+@functools.cache
+def _kernel_callable() -> bool:
+    """Whether this torch's private fused kernel takes the call above: tried once on
+    scratch tensors, so that another torch version falls back to ``optimizer.step()``
+    instead of failing."""
+    if not hasattr(torch, "_fused_adam_"):
+        return False
+    try:
+        with torch.no_grad():
+            w, g, m, v, t = (torch.zeros(1) for _ in range(5))
+            _fused([w], [g], [m], [v], [t], {"betas": (0.9, 0.999), "lr": 1e-3,
+                                             "weight_decay": 0.0, "eps": 1e-8})
+    except (TypeError, RuntimeError, NotImplementedError):
+        return False
+    return True
