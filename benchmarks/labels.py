@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -153,14 +154,17 @@ def generative_accuracy(model: varfam.VAE, x: torch.Tensor, y: torch.Tensor, c: 
 
 def semi_table(rows: dict[int, list[dict[str, Any]]]) -> str:
     out = ["| labels N | seeds | M2 test accuracy % | labelled only % | intervals overlap | "
+           "M2 − labelled only, same seed (points) | "
            "M2's generative model as a classifier % | epochs (mean) | "
            "minutes per M2 run (mean) | α |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for n, runs in rows.items():
         m2, base = [r["m2"] for r in runs], [r["baseline"] for r in runs]
+        gain = pct([a - b for a, b in zip(m2, base)])
         out.append(
             f"| {n} | {len(runs)} | {pct(m2)} | {pct(base)} | "
-            f"{'yes' if overlap(m2, base) else 'no'} | {pct([r['generative'] for r in runs])} | "
+            f"{'yes' if overlap(m2, base) else 'no'} | {gain} | "
+            f"{pct([r['generative'] for r in runs])} | "
             f"{sum(r['epochs'] or 0 for r in runs) / len(runs):.1f} | "
             f"{sum(r['seconds'] for r in runs) / len(runs) / 60:.1f} | {runs[0]['alpha']:.1f} |"
         )
@@ -270,6 +274,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--note", default="", help="a sentence put above the tables")
     p.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
+    p.add_argument("--rows-from", type=Path, nargs="+", metavar="LOG",
+                   help="write the semi-supervised parts from the per-run lines that earlier "
+                        "runs printed (e.g. two processes that split the N), training nothing")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -282,13 +289,17 @@ def main(argv: list[str] | None = None) -> None:
             continue
         t0 = time.perf_counter()
         table = run_part(part, args)
+        took = (f"Time of this part: {(time.perf_counter() - t0) / 60:.0f} minutes." if not
+                (args.rows_from and part in DATA) else
+                f"Read back from the runs' printed lines ({', '.join(map(str, args.rows_from))}).")
         body = [f"### {PARTS[part]}", "", *([f"_{args.note}_", ""] if args.note else []),
-                settings(args), "", table, "",
-                f"Time of this part: {(time.perf_counter() - t0) / 60:.0f} minutes."]
+                settings(args), "", table, "", took]
         write_part(args.results, part, "\n".join(body))
         print(f"wrote the {part} part of {args.results}", flush=True)
 
 
+#: The data set of each semi-supervised part.
+DATA = {"fashion": "fashion-mnist", "mnist5k": "mnist5k"}
 #: The parts of the section, each written between its own markers (a run may redo one).
 PARTS = {
     "fashion": "Semi-supervised Fashion-MNIST (50,000 / 10,000 validation / 10,000 test)",
@@ -297,8 +308,35 @@ PARTS = {
 }
 
 
+#: The line :func:`semi_supervised` prints for every run (read back by ``--rows-from``).
+RUN_LINE = re.compile(
+    r"^\s*(?P<name>\S+) N=(?P<n>\d+) seed (?P<seed>\d+): M2 (?P<m2>[\d.]+), labelled only "
+    r"(?P<baseline>[\d.]+), generative (?P<generative>[\d.]+) \((?P<epochs>\d+) epochs, "
+    r"(?P<seconds>[\d.]+) s\)$")
+
+
+def rows_from(logs: list[Path], name: str, alpha: float | None) -> dict[int, list[dict]]:
+    """The runs of data set ``name`` that earlier runs of this script printed to ``logs``
+    (several processes may share one part's seeds or N), by N in the order read."""
+    if alpha is None:
+        raise SystemExit("--rows-from needs the --alpha the runs were trained with")
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for log in logs:
+        for line in log.read_text().splitlines():
+            m = RUN_LINE.match(line)
+            if m and m["name"] == name:
+                rows.setdefault(int(m["n"]), []).append(
+                    {k: float(m[k]) for k in ("m2", "baseline", "generative", "seconds")}
+                    | {"epochs": int(m["epochs"]), "alpha": alpha})
+    if not rows:
+        raise SystemExit(f"no run of {name} in {', '.join(map(str, logs))}")
+    return dict(sorted(rows.items()))
+
+
 def run_part(part: str, args: argparse.Namespace) -> str:
-    """Measure one part; its Markdown table."""
+    """Measure one part (or read its runs back from ``--rows-from``); its Markdown table."""
+    if args.rows_from and part in ("fashion", "mnist5k"):
+        return semi_table(rows_from(args.rows_from, DATA[part], args.alpha))
     if part == "fashion":
         ds = load_dataset("fashion-mnist")
         return semi_table({n: [semi_supervised(ds, "fashion-mnist", n, s, 10_000, args)
