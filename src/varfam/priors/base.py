@@ -55,6 +55,13 @@ class Prior(TrainingHooks, nn.Module):
 class StandardNormal(Prior):
     """p(z) = N(0, I_D).
 
+    It has no parameters, so the distribution is built once and returned again on every
+    call (the training loop asks for it every step): kept with the zero buffer it was
+    built from, it is rebuilt when that buffer is another tensor or was written to (the
+    module moved to another device or dtype, or copied), and built afresh, uncached,
+    under ``torch.inference_mode`` (whose tensors autograd cannot save) and while
+    ``torch.compile`` traces the call.
+
     >>> StandardNormal(3, (1, 8, 8))().log_prob(torch.zeros(5, 3)).shape
     torch.Size([5])
     """
@@ -62,6 +69,16 @@ class StandardNormal(Prior):
     def __init__(self, latent_dim: int, data_shape: tuple[int, ...]) -> None:
         super().__init__(latent_dim, data_shape)
         self.register_buffer("_zero", torch.zeros(latent_dim), persistent=False)
+        #: (the ``_zero`` it was built from, that tensor's version, the distribution)
+        self._built: tuple[Tensor, int, DiagonalNormal] | None = None
 
     def forward(self, encode: Encode | None = None) -> Distribution:
-        return DiagonalNormal.standard_normal(self._zero)  # Independent(Normal(0, 1), 1)
+        zero, built = self._zero, self._built
+        if torch.compiler.is_compiling():
+            return DiagonalNormal.standard_normal(zero)
+        if built is not None and built[0] is zero and built[1] == zero._version:
+            return built[2]
+        p = DiagonalNormal.standard_normal(zero)  # Independent(Normal(0, 1), 1)
+        if not torch.is_inference_mode_enabled() and not zero.is_inference():
+            self._built = (zero, zero._version, p)
+        return p
