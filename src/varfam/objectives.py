@@ -103,12 +103,15 @@ class Terms:
 
     ``surrogate`` is what the loss maximizes (the loss is its negated batch mean) and
     carries the gradients; ``elbo``, ``reconstruction`` and ``kl`` are reported.
+    ``negated``, where an objective has it without a negation, is ``-surrogate`` (the
+    same values): the loss is then its batch mean, one autograd node fewer.
     """
 
     surrogate: Tensor
     elbo: Tensor
     reconstruction: Tensor
     kl: Tensor
+    negated: Tensor | None = None
 
 
 class Objective:
@@ -158,7 +161,8 @@ class Objective:
             return ObjectiveResult(*labelled_objective(
                 self, model, x, y, epoch, alpha=self.alpha, labelled_share=self.labelled_share))
         t = self.terms(model, x, epoch, y if model.uses_labels else None)
-        return ObjectiveResult(-t.surrogate.mean(), t.elbo, t.reconstruction, t.kl)
+        loss = -t.surrogate.mean() if t.negated is None else t.negated.mean()
+        return ObjectiveResult(loss, t.elbo, t.reconstruction, t.kl)
 
 
 def _non_negative(owner: str, **values: float) -> None:
@@ -238,7 +242,9 @@ class Elbo(Objective):
         elbo = recon - kl
         weight = self.kl_weight(epoch)
         if isinstance(weight, float) and weight == 1.0 and kl_for_loss is kl:
-            return Terms(elbo, elbo, recon, kl)  # the plain ELBO: no ops spent on a weight of 1
+            # the plain ELBO: no ops spent on a weight of 1; kl - recon is -(recon - kl)
+            # exactly (IEEE rounding is symmetric), so the loss is the same to the bit
+            return Terms(elbo, elbo, recon, kl, negated=kl - recon)
         return Terms(recon - weight * kl_for_loss, elbo, recon, kl)
 
 
