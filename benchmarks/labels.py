@@ -240,14 +240,17 @@ def settings(args: argparse.Namespace) -> str:
         f"{args.baseline_steps} Adam steps; real-data and CAS "
         f"classifiers: {args.classifier_steps} steps; {args.samples_per_class} samples per "
         f"class; log-likelihoods on the first {args.eval_limit} test images. Seeds "
-        f"0..{args.seeds - 1}. Machine: {platform.machine()}, {torch.get_num_threads()} "
-        f"threads, torch {torch.__version__}."
+        f"{args.first_seed}..{args.first_seed + args.seeds - 1}. Machine: "
+        f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}."
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds are first-seed .. first-seed + seeds - 1 (split them over "
+                        "processes, then --rows-from their logs)")
     p.add_argument("--labels", default="100,1000", help="N of the Fashion-MNIST runs")
     p.add_argument("--budget", type=float, default=10.0, help="minutes per training")
     p.add_argument("--max-epochs", type=int, default=1000)
@@ -333,6 +336,10 @@ def rows_from(logs: list[Path], name: str, alpha: float | None) -> dict[int, lis
     return dict(sorted(rows.items()))
 
 
+def seeds(args: argparse.Namespace) -> range:
+    return range(args.first_seed, args.first_seed + args.seeds)
+
+
 def run_part(part: str, args: argparse.Namespace) -> str:
     """Measure one part (or read its runs back from ``--rows-from``); its Markdown table."""
     if args.rows_from and part in ("fashion", "mnist5k"):
@@ -340,12 +347,12 @@ def run_part(part: str, args: argparse.Namespace) -> str:
     if part == "fashion":
         ds = load_dataset("fashion-mnist")
         return semi_table({n: [semi_supervised(ds, "fashion-mnist", n, s, 10_000, args)
-                               for s in range(args.seeds)]
+                               for s in seeds(args)]
                            for n in map(int, args.labels.split(","))})
     if part == "mnist5k":
         ds = load_dataset("mnist5k")
         return semi_table({100: [semi_supervised(ds, "mnist5k", 100, s, 0, args)
-                                 for s in range(args.seeds)]})
+                                 for s in seeds(args)]})
     gen = [generation(load_dataset(n), n, args) for n in args.generation_data.split(",")]
     return generation_table(gen, args)
 
