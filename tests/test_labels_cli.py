@@ -92,7 +92,10 @@ def test_sampling_a_class_of_digits_gives_that_digit(tmp_path: Path, capsys) -> 
 # ---------------------------------------------------------------- semi-supervised M2
 def test_fifty_labels_of_digits_beat_a_classifier_of_those_fifty(tmp_path: Path, capsys) -> None:
     run = tmp_path / "m2"
+    # the paper's weighing: on this small set it beat the batch's (90.3 % against 89.3 %
+    # at seed 0, and by a wider margin at seeds 1 and 2; docs/results.md, Labels)
     assert main(["train", "--data", "digits", "--labelled", "50", "--alpha", "30",
+                 "--labelled-weight", "data",
                  "--labelled-ratio", "0.25", "--epochs", "20", "--seed", "0",
                  "--out", str(run), *SMALL, "--hidden", "128", "--latent-dim", "8"]) == 0
     model, cfg = open_run(run)
