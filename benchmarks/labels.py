@@ -320,20 +320,21 @@ RUN_LINE = re.compile(
 
 def rows_from(logs: list[Path], name: str, alpha: float | None) -> dict[int, list[dict]]:
     """The runs of data set ``name`` that earlier runs of this script printed to ``logs``
-    (several processes may share one part's seeds or N), by N in the order read."""
+    (several processes may share one part's seeds or N), by N and seed; a seed's later
+    line (a later log: a rerun with another budget) replaces its earlier one."""
     if alpha is None:
         raise SystemExit("--rows-from needs the --alpha the runs were trained with")
-    rows: dict[int, list[dict[str, Any]]] = {}
+    runs: dict[int, dict[int, dict[str, Any]]] = {}
     for log in logs:
         for line in log.read_text().splitlines():
             m = RUN_LINE.match(line)
             if m and m["name"] == name:
-                rows.setdefault(int(m["n"]), []).append(
+                runs.setdefault(int(m["n"]), {})[int(m["seed"])] = (
                     {k: float(m[k]) for k in ("m2", "baseline", "generative", "seconds")}
                     | {"epochs": int(m["epochs"]), "alpha": alpha})
-    if not rows:
+    if not runs:
         raise SystemExit(f"no run of {name} in {', '.join(map(str, logs))}")
-    return dict(sorted(rows.items()))
+    return {n: [by_seed[s] for s in sorted(by_seed)] for n, by_seed in sorted(runs.items())}
 
 
 def seeds(args: argparse.Namespace) -> range:
