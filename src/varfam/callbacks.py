@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .metrics import append_record
+from .parts import overrides
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import TrainConfig
@@ -131,6 +132,12 @@ class CallbackList(Callback):
     def on_step_end(self, state: TrainState) -> None:
         for c in self.callbacks:
             c.on_step_end(state)
+
+    def step_end_hooks(self) -> list[Callable[[TrainState], None]]:
+        """The ``on_step_end`` methods that do something, in order: the training loop asks
+        once per epoch, so that a step calls no callback that does nothing."""
+        return [c.on_step_end for c in self.callbacks
+                if overrides(c.on_step_end, Callback.on_step_end)]
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
         for c in self.callbacks:

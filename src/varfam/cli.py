@@ -111,6 +111,8 @@ _PART_FLAGS: dict[str, tuple[str, str]] = {
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from .config import LABELLED_WEIGHTS
+
     g = p.add_argument_group("data")
     g.add_argument("--data", help="dataset name (varfam list) or a .npy/.npz file or image folder")
     g.add_argument("--data-dir", help="folder holding a named dataset's files")
@@ -195,7 +197,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--labelled-ratio", type=positive_float, metavar="R",
                    help="with --labelled: share of every batch drawn from the labelled examples "
                         "(default: their share of the data, at least 0.1)")
-    g.add_argument("--labelled-weight", choices=["batch", "data"],
+    g.add_argument("--labelled-weight", choices=LABELLED_WEIGHTS,
                    help="with --labelled: weigh a batch's labelled rows as their share of the "
                         "batch (default; they count as often as they are drawn) or of the "
                         "data (the paper's sum over the data)")

@@ -26,6 +26,9 @@ CONFIG_VERSION = 1
 #: ``TrainConfig.compile_mode`` values.
 COMPILE_MODES = ("default", "max-autotune")
 
+#: ``TrainConfig.labelled_weight`` values: how M2's loss weighs a batch's labelled rows.
+LABELLED_WEIGHTS = ("batch", "data")
+
 #: ``TrainConfig.track`` values: the experiment trackers of :mod:`varfam.trackers`.
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
@@ -205,10 +208,9 @@ class TrainConfig:
             raise VarfamError(f"alpha must be 0 or more, got {self.alpha}")
         if self.labelled_ratio is not None and not 0.0 < self.labelled_ratio < 1.0:
             raise VarfamError(f"labelled_ratio must be in (0, 1), got {self.labelled_ratio}")
-        if self.labelled_weight not in ("batch", "data"):
-            raise VarfamError(
-                f"labelled_weight must be batch or data, got '{self.labelled_weight}'"
-            )
+        if self.labelled_weight not in LABELLED_WEIGHTS:
+            raise VarfamError(f"labelled_weight must be {' or '.join(LABELLED_WEIGHTS)}, "
+                              f"got '{self.labelled_weight}'")
         if self.labelled is None and (self.alpha is not None or self.labelled_ratio is not None
                                       or self.labelled_weight != "batch"):
             raise VarfamError("alpha, labelled_ratio and labelled_weight are settings of "

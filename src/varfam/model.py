@@ -11,7 +11,7 @@ torch.Size([3, 1, 8, 8])
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,6 +29,7 @@ from .errors import VarfamError
 from .families.base import Family
 from .labels import LabelCondition, Labels, build_classifier
 from .likelihoods.base import Likelihood
+from .parts import TrainingHooks, overrides
 from .precision import fp32
 from .priors.base import Prior
 from .registry import ARCHITECTURES, FAMILIES, LIKELIHOODS, PRIORS, accepted_options
@@ -272,17 +273,29 @@ class VAE(nn.Module):
         return px.log_prob(xs).view(lead)
 
     # ---------------------------------------------------------------- schedules
+    @property
+    def hooked_parts(self) -> tuple[Family, Prior, Likelihood]:
+        """The parts that take the training hooks (:class:`varfam.parts.TrainingHooks`)."""
+        return self.family, self.prior, self.likelihood
+
     def set_epoch(self, epoch: float) -> None:
         """Tell every part the (fractional) epoch (:class:`varfam.parts.TrainingHooks`)."""
-        self.family.set_epoch(epoch)
-        self.prior.set_epoch(epoch)
-        self.likelihood.set_epoch(epoch)
+        for part in self.hooked_parts:
+            part.set_epoch(epoch)
+
+    def epoch_hook(self) -> Callable[[float], None] | None:
+        """:meth:`set_epoch`, or None where neither it nor any part's ``set_epoch`` is
+        overridden: most models read no epoch, and a step then calls nothing."""
+        if overrides(self.set_epoch, VAE.set_epoch) or any(
+            overrides(part.set_epoch, TrainingHooks.set_epoch) for part in self.hooked_parts
+        ):
+            return self.set_epoch
+        return None
 
     def set_progress(self, progress: float) -> bool:
         """Tell every part the schedule's progress in [0, 1]; True if any part changed the
         set of parameters that train (see :class:`varfam.parts.TrainingHooks`)."""
-        changed = [part.set_progress(progress)
-                   for part in (self.family, self.prior, self.likelihood)]
+        changed = [part.set_progress(progress) for part in self.hooked_parts]
         return any(changed)
 
     # ---------------------------------------------------------------- pictures

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import Tensor
 
+from .config import LABELLED_WEIGHTS
 from .errors import VarfamError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,10 +68,6 @@ def default_alpha(labelled_share: float) -> float:
     if not 0 < labelled_share <= 1:
         raise VarfamError(f"the share of labelled examples must be in (0, 1], got {labelled_share}")
     return PAPER_ALPHA / labelled_share
-
-
-#: How the loss weighs a batch's labelled mean against its unlabelled mean.
-LABELLED_WEIGHTS = ("batch", "data")
 
 
 def objective_options(

@@ -33,7 +33,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -54,7 +54,6 @@ from .data.mapped import split_rows
 from .errors import VarfamError
 from .evaluate import evaluate_elbo
 from .metrics import METRICS, read_records, write_records
-from .parts import TrainingHooks, overrides
 from .precision import resolve_device, use_bf16
 from .registry import OBJECTIVES
 from .semisupervised import TrainingLabels
@@ -318,7 +317,8 @@ def run_epoch(loop: Loop, state: TrainState) -> tuple[torch.Tensor, torch.Tensor
     cfg, ctx, bs = loop.cfg, loop.env.ctx, loop.cfg.batch_size
     perm, losses, counted = _open_epoch(loop, state)
     # what a step calls, decided once: hooks that do something, Adam's kernel without its wrapper
-    set_epoch, step_hooks = _epoch_hook(loop.model), _step_end_hooks(loop.hooks, ctx)
+    set_epoch = loop.model.epoch_hook()
+    step_hooks = loop.hooks.step_end_hooks() if ctx.is_main else []
     adam, loss_of, average = AdamStep(loop.optimizer), loop.loss_of, loop.average
     n, n_batches, stop = loop.n, loop.n_batches, loop.env.stop
     checked, t0 = state.batch, time.perf_counter()
@@ -347,27 +347,6 @@ def run_epoch(loop: Loop, state: TrainState) -> tuple[torch.Tensor, torch.Tensor
             checked = j + 1
     state.seconds += time.perf_counter() - t0
     return losses, counted
-
-
-def _epoch_hook(model: VAE) -> Callable[[float], None] | None:
-    """``model.set_epoch``, or None where neither the model nor any of its parts overrides
-    the no-op (:class:`varfam.parts.TrainingHooks`): most models read no epoch."""
-    from .model import VAE
-
-    parts = (model.family, model.prior, model.likelihood)
-    if overrides(model.set_epoch, VAE.set_epoch) or any(
-        overrides(p.set_epoch, TrainingHooks.set_epoch) for p in parts
-    ):
-        return model.set_epoch
-    return None
-
-
-def _step_end_hooks(hooks: CallbackList, ctx: dist.Context) -> list[Callable[[TrainState], None]]:
-    """The ``on_step_end`` methods that do something (rank 0 only), in the callbacks' order."""
-    if not ctx.is_main:
-        return []
-    callbacks = hooks.callbacks if type(hooks) is CallbackList else [hooks]
-    return [c.on_step_end for c in callbacks if overrides(c.on_step_end, Callback.on_step_end)]
 
 
 def end_epoch(

@@ -44,18 +44,18 @@ def loss_function(
     batch shape: the full batch and the last one).
     """
 
+    def plain_loss_of(
+        x: torch.Tensor, weight: float, epoch: float, y: torch.Tensor | None = None
+    ) -> torch.Tensor:  # one process: the objective's loss, as it is
+        return objective(model, x, epoch=epoch, y=y).loss
+
+    step = plain_loss_of if step_module is None else step_module
+
     def loss_of(
         x: torch.Tensor, weight: float, epoch: float, y: torch.Tensor | None = None
     ) -> torch.Tensor:
         with autocast(device, bf16):
-            if step_module is None:
-                return objective(model, x, epoch=epoch, y=y).loss
-            return step_module(x, weight, epoch, y)
-
-    def plain_loss_of(
-        x: torch.Tensor, weight: float, epoch: float, y: torch.Tensor | None = None
-    ) -> torch.Tensor:  # fp32 on one process: no context to enter
-        return objective(model, x, epoch=epoch, y=y).loss
+            return step(x, weight, epoch, y)
 
     if not compile:
         return plain_loss_of if step_module is None and not bf16 else loss_of
