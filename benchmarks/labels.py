@@ -51,7 +51,7 @@ import torch
 from _doc_block import write_block
 
 import varfam
-from varfam.config import ModelConfig, TrainConfig
+from varfam.config import LABELLED_WEIGHTS, ModelConfig, TrainConfig
 from varfam.data import Dataset, load_dataset
 from varfam.data.labels import class_names, labelled_indices, with_hidden_labels
 from varfam.evaluate import importance_sampling
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--beta", type=float, default=2.0,
                    help="M2's weight of KL(q(z|x,y) || p(z)) (varfam train --beta): above 1, "
                         "the class is cheaper to carry in y than in z")
-    p.add_argument("--labelled-weight", choices=["batch", "data"], default="batch",
+    p.add_argument("--labelled-weight", choices=LABELLED_WEIGHTS, default="batch",
                    help="how M2's loss weighs labelled rows: as their share of the batch or of "
                         "the data (varfam train --labelled-weight)")
     p.add_argument("--baseline-steps", type=int, default=500)
