@@ -38,6 +38,18 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
+# make docs: the documentation site (MkDocs Material + mkdocstrings; the `docs` extra,
+# installed into .venv on first use) built with --strict into site/.
+.PHONY: docs
+DOCS_STAMP := $(VENV)/.varfam-docs-installed
+
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 

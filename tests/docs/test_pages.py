@@ -1,0 +1,134 @@
+"""The pages say what the code does: the parts catalogue, the README's list of parts, the
+command-line page, the pages' tables and the README's links.
+
+(The Python blocks run in test_code_blocks.py; the site's build in test_site.py.)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+
+
+def _catalogue():
+    spec = importlib.util.spec_from_file_location("catalogue", DOCS / "hooks" / "catalogue.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_catalogue_is_written_from_the_registries():
+    """docs/parts.md holds a table for every registry, as the registries say it today.
+
+    After adding or changing a part: ``python docs/hooks/catalogue.py`` rewrites the page.
+    """
+    from varfam.registry import ALL_REGISTRIES
+
+    catalogue = _catalogue()
+    page = catalogue.PAGE.read_text(encoding="utf-8")
+    assert sorted(catalogue.kinds(page)) == sorted(ALL_REGISTRIES), (
+        "docs/parts.md needs a <!-- catalogue:KIND:begin/end --> pair for each registry"
+    )
+    assert page == catalogue.fill(page), "docs/parts.md is stale: run python docs/hooks/catalogue.py"
+    for kind, registry in ALL_REGISTRIES.items():
+        table = catalogue.table(kind)
+        for name in registry.names():
+            assert f"| `{name}` |" in table
+
+
+README_KINDS = {
+    "families": "families",
+    "priors": "priors",
+    "likelihoods": "likelihoods",
+    "objectives": "objectives",
+    "architectures": "networks",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(README_KINDS))
+def test_readme_lists_every_part(kind):
+    """The README's table of parts names every registered part of each kind."""
+    from varfam.registry import ALL_REGISTRIES
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    row = next((line for line in readme.splitlines()
+                if line.startswith(f"| {README_KINDS[kind]}")), None)
+    assert row is not None, f"README.md has no row '| {README_KINDS[kind]} ...' in its parts table"
+    named = set(re.findall(r"`([^`]+)`", row))
+    missing = [n for n in ALL_REGISTRIES[kind].names() if n not in named]
+    assert not missing, f"README.md's {README_KINDS[kind]} row lacks {missing}"
+
+
+def test_command_line_page_lists_every_command():
+    from varfam.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    page = (DOCS / "cli.md").read_text(encoding="utf-8")
+    missing = [name for name in sub.choices if f"`varfam {name}" not in page]
+    assert not missing, f"docs/cli.md does not show {missing}"
+
+
+def _cells(row: str) -> int:
+    row = re.sub(r"\\\|", "", row.strip())
+    return row.strip("|").count("|") + 1
+
+
+def _tables(text: str):
+    """(line number, rows) of each Markdown table outside fenced code."""
+    fenced, rows, start = False, [], 0
+    for i, line in enumerate([*text.splitlines(), ""], 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        if not fenced and line.startswith("|"):
+            if not rows:
+                start = i
+            rows.append(line)
+            continue
+        if rows:
+            yield start, rows
+            rows = []
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_tables_have_one_cell_per_column(path):
+    """A stray | (write \\| inside a cell) would shift a row's cells."""
+    for start, rows in _tables(path.read_text(encoding="utf-8")):
+        width = _cells(rows[0])
+        for k, row in enumerate(rows):
+            assert _cells(row) == width, f"{path}:{start + k}: {_cells(row)} cells, header {width}"
+
+
+def _slug(heading: str) -> str:
+    """The anchor of a heading, as Python-Markdown's toc (and GitHub, for these) make it."""
+    text = re.sub(r"`|\*\*", "", heading)
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^\w\s-]", "", text).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def _anchors(path: Path) -> set[str]:
+    text = path.read_text(encoding="utf-8")
+    text = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+    return {_slug(m) for m in re.findall(r"^#+\s+(.*)$", text, flags=re.M)}
+
+
+def test_readme_links_reach_their_pages():
+    """The README is not part of the site, so mkdocs --strict does not check its links."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)\s]+)\)", readme):
+        if re.match(r"[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        path = ROOT / file if file else ROOT / "README.md"
+        assert path.exists(), f"README.md links to {target}, which does not exist"
+        if anchor and path.suffix == ".md":
+            assert anchor in _anchors(path), f"README.md links to {target}: no such heading"
