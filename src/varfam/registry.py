@@ -28,6 +28,7 @@ __all__ = [
     "LIKELIHOODS",
     "OBJECTIVES",
     "ARCHITECTURES",
+    "SCORES",
     "ALL_REGISTRIES",
 ]
 
@@ -148,6 +149,8 @@ PRIORS: Registry = Registry("prior", ("varfam.priors", "varfam.families"))
 LIKELIHOODS: Registry = Registry("likelihood", ("varfam.likelihoods",))
 OBJECTIVES: Registry = Registry("objective", ("varfam.objectives",))
 ARCHITECTURES: Registry = Registry("architecture", ("varfam.nets", "varfam.nets_tabular"))
+# anomaly scores over a trained model (varfam.score, varfam score RUN --method NAME)
+SCORES: Registry = Registry("score", ("varfam.evaluation.scores",))
 
 ALL_REGISTRIES: dict[str, Registry] = {
     "datasets": DATASETS,
@@ -156,4 +159,5 @@ ALL_REGISTRIES: dict[str, Registry] = {
     "likelihoods": LIKELIHOODS,
     "objectives": OBJECTIVES,
     "architectures": ARCHITECTURES,
+    "scores": SCORES,
 }
