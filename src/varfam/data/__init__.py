@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import VarfamError, suggest
 from ..registry import DATASETS, accepted_options
-from . import named, tables  # noqa: F401  (register the named datasets and tables)
+from . import dsprites, named, tables  # noqa: F401  (register the named datasets and tables)
 from .arrays import from_array, read_array_file
 from .base import Dataset, check_image_size, split
 from .binarize import binarize_fixed, split_seed

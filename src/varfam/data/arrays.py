@@ -52,12 +52,15 @@ __all__ = [
     "check_values",
     "to_tensor",
     "check_labels",
+    "check_factors",
     "from_array",
     "read_array_file",
 ]
 
 #: Names of the array that holds the labels in a ``.npz`` file (first found wins).
 LABEL_KEYS = ("labels", "y")
+#: Names of the arrays of a ``.npz`` file that hold the factors (N, F) and their names (F,).
+FACTOR_KEYS = ("factors", "factor_names")
 
 
 def layout_of(shape: tuple[int, ...], source: str, min_examples: int = 2) -> str:
@@ -200,6 +203,33 @@ def check_labels(labels: np.ndarray, n: int, source: str) -> Tensor:
     return torch.from_numpy(np.asarray(labels).astype(np.int64))
 
 
+def check_factors(
+    factors: np.ndarray, names: np.ndarray | None, n: int, source: str
+) -> tuple[Tensor, tuple[str, ...] | None]:
+    """Factors as (N, F) float32 (a (N,) array is one factor) and their names; a
+    :class:`VarfamError` unless there are ``n`` rows of finite numbers and one name each."""
+    factors = np.asarray(factors)
+    if factors.ndim == 1:
+        factors = factors[:, None]
+    if factors.ndim != 2 or factors.shape[0] != n or factors.dtype.kind not in "uifb":
+        raise VarfamError(
+            f"{source} must hold {n} rows of numbers (N, F), one per example, but has shape "
+            f"{factors.shape} and dtype {factors.dtype}; fix that array"
+        )
+    values = torch.from_numpy(factors.astype(np.float32))
+    if not torch.isfinite(values).all():
+        raise VarfamError(f"{source} holds values that are not finite in float32; clean them")
+    if names is None:
+        return values, None
+    names = np.asarray(names)
+    if names.ndim != 1 or names.dtype.kind not in "US" or len(names) != factors.shape[1]:
+        raise VarfamError(
+            f"the factor names of {source} must be {factors.shape[1]} strings, one per "
+            f"column, but have shape {names.shape} and dtype {names.dtype}"
+        )
+    return values, tuple(str(v.decode() if isinstance(v, bytes) else v) for v in names)
+
+
 def from_array(
     x: np.ndarray,
     labels: np.ndarray | None,
@@ -209,6 +239,9 @@ def from_array(
     image_size: int | None = None,
     classes: tuple[str, ...] | None = None,
     labels_source: str | None = None,
+    factors: np.ndarray | None = None,
+    factor_names: np.ndarray | None = None,
+    factors_source: str | None = None,
 ) -> Dataset:
     """An array (N, ...) → :class:`Dataset` with the fixed seeded 90/10 train/test split.
 
@@ -227,6 +260,10 @@ def from_array(
     y = None
     if labels is not None:
         y = check_labels(labels, n, labels_source or f"the labels of {source}")
+    f, names = None, None
+    if factors is not None:
+        f, names = check_factors(factors, factor_names, n, factors_source or f"the factors "
+                                 f"of {source}")
     tr, te = split_indices(n, held_out_count(n), SPLIT_SEED)
     convert = _converter(x.dtype.kind, layout, image_size, source)
     mapped = False
@@ -243,6 +280,9 @@ def from_array(
         classes,
         tr,
         te,
+        None if f is None else f[tr],
+        None if f is None else f[te],
+        names,
     )
 
 
@@ -254,7 +294,7 @@ def _choose(keys: list[str], key: str | None, path: Path) -> tuple[str, str | No
         raise VarfamError(f"{path} has no array '{key}'; its arrays: {', '.join(keys)}")
     label = next((k for k in LABEL_KEYS if k in keys and k != key), None)
     if key is None:
-        candidates = [k for k in keys if k != label]
+        candidates = [k for k in keys if k != label and k not in FACTOR_KEYS]
         if not candidates:
             raise VarfamError(f"{path} holds only labels ('{label}'); it needs a data array")
         if len(candidates) > 1:
@@ -271,7 +311,9 @@ def read_array_file(
 ) -> Dataset:
     """Read a ``.npy`` file (one array) or a ``.npz`` file (``key`` picks among several).
 
-    In a ``.npz`` an array named ``labels`` or ``y`` (other than the data) gives the labels.
+    In a ``.npz`` an array named ``labels`` or ``y`` (other than the data) gives the labels,
+    one named ``factors`` (N, F) the known generating factors, and ``factor_names`` (F,)
+    strings their names.
     """
     path = Path(path)
     try:
@@ -285,6 +327,8 @@ def read_array_file(
             name, label = _choose(list(loaded.files), key, path)
             x = loaded[name]
             labels = None if label is None else loaded[label]
+            factors, names = (loaded[k] if k in loaded.files and k != name else None
+                              for k in FACTOR_KEYS)
         except VarfamError:
             raise
         except Exception as e:  # a corrupt member, a pickled object array, ...
@@ -296,4 +340,7 @@ def read_array_file(
         f"array '{name}' of {path}",
         image_size=image_size,
         labels_source=f"array '{label}' of {path}",
+        factors=factors,
+        factor_names=names,
+        factors_source=f"array 'factors' of {path}",
     )

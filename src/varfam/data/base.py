@@ -47,6 +47,10 @@ class Dataset:
     ``train_index``/``test_index``: (N,) int64, each example's position in the source
     (the row of a file, the place in a folder's sorted file list) where varfam made
     the split; ``None`` for data that comes with its own split.
+    ``train_factors``/``test_factors``: (N, F) float32, the known generating factors of
+    each example (dSprites' shape, scale, ...), or ``None``; ``factor_names``: the name
+    of each of the F columns, where known. Factors whose rows do not match the
+    examples raise :class:`VarfamError`.
     """
 
     name: str
@@ -57,6 +61,25 @@ class Dataset:
     classes: tuple[str, ...] | None = None
     train_index: Tensor | None = None
     test_index: Tensor | None = None
+    train_factors: Tensor | None = None
+    test_factors: Tensor | None = None
+    factor_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for part, x, f in (("train", self.train, self.train_factors),
+                           ("test", self.test, self.test_factors)):
+            if f is not None and (f.dim() != 2 or f.shape[0] != x.shape[0]):
+                raise VarfamError(
+                    f"the {part} factors of {self.name} have shape {tuple(f.shape)} but "
+                    f"there are {x.shape[0]} {part} examples; give one row of factors "
+                    "(N, F) per example"
+                )
+        f = self.train_factors if self.train_factors is not None else self.test_factors
+        if self.factor_names is not None and f is not None and len(self.factor_names) != f.shape[1]:
+            raise VarfamError(
+                f"{self.name} has {f.shape[1]} factors but {len(self.factor_names)} factor "
+                "names; give one name per factor column"
+            )
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -88,6 +111,9 @@ class Dataset:
             self.classes,
             cut(self.train_index, n),
             cut(self.test_index, m),
+            cut(self.train_factors, n),
+            cut(self.test_factors, m),
+            self.factor_names,
         )
 
 
