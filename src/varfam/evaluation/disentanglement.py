@@ -9,7 +9,10 @@ Representations", 2019), whose defaults are the defaults here:
   equal-width bins of its own range (``np.histogram`` edges, ``np.digitize``); the
   mutual information (nats) of every code with every factor; per factor the gap
   between the two most informative codes, divided by the factor's entropy; the mean
-  over factors. 10,000 points.
+  over factors. 10,000 points. A code tells at most 20 values apart, so a factor with
+  K > 20 equally likely values scores at most about log 20 / log K even where a code
+  equals it (dSprites: orientation 0.81, positions 0.86; codes equal to its five
+  factors score 0.90).
 - **DCI** (Cian Eastwood, Christopher K. I. Williams, "A Framework for the
   Quantitative Evaluation of Disentangled Representations", 2018): one
   scikit-learn ``GradientBoostingClassifier`` (its defaults: 100 trees of depth 3)
@@ -234,8 +237,9 @@ def dci(
 
     ``codes``: (N, D); ``factors``: (N, F). One classifier per varying factor, trained
     on ``num_train`` rows and tested on ``num_test`` others (see the module doc).
-    Slow at the defaults (about a second per class and factor on one core: dSprites'
-    111 classes take minutes). Returns ``dci_disentanglement``, ``dci_completeness``,
+    Slow at the defaults: measured about 6 s per class on one busy core here (10
+    classes, D = 10: 62 s), so dSprites' 111 classes take about 10 minutes; lower
+    ``num_train`` for a quick look. Returns ``dci_disentanglement``, ``dci_completeness``,
     ``dci_informativeness`` (test accuracy) and ``dci_informativeness_train``.
     """
     from sklearn.ensemble import GradientBoostingClassifier
