@@ -8,7 +8,7 @@ loss, backward, fused Adam) is timed eagerly, compiled, and compiled with
 ``max-autotune``, on random binary batches of 128 Fashion-MNIST-sized images,
 after warm-up steps; the compilation time is the wall time of the first
 compiled step. The step is built by
-``varfam.train_step.loss_function``, exactly as ``varfam train`` builds it.
+``varfam.training.step.loss_function``, exactly as ``varfam train`` builds it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch.distributions import Distribution
 from varfam import VAE, __version__
 from varfam.precision import bf16_supported
 from varfam.registry import OBJECTIVES
-from varfam.train_step import loss_function
+from varfam.training.step import loss_function
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "performance.md"

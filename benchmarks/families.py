@@ -38,9 +38,9 @@ from typing import Any
 import torch
 from _doc_block import write_block
 
-from varfam.cli import main as varfam
+from varfam.cli.main import main as varfam
 from varfam.registry import DATASETS, FAMILIES, OBJECTIVES, PRIORS
-from varfam.report import read_metrics
+from varfam.reporting.page import read_metrics
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 #: Epochs and evaluation subsets of the default run, chosen to fit ~30 min on 2 CPU cores.

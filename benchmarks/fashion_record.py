@@ -95,7 +95,7 @@ def train_run(config: Path, run: Path, time_limit: float | None, snapshot_every:
 def split_data(cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """Validation and test images exactly as training saw them (binarized once, fixed seeds)."""
     from varfam.data import binarize_fixed, split_seed
-    from varfam.runs import run_dataset, run_test_data
+    from varfam.runs.folder import run_dataset, run_test_data
 
     ds = run_dataset(cfg)
     n_val = cfg.train.validation
@@ -108,7 +108,7 @@ def split_data(cfg) -> tuple[torch.Tensor, torch.Tensor]:
 
 def nll(model, x: torch.Tensor, k: int, seed: int = 0) -> dict[str, float]:
     """Mean −log p(x) ± s.e. and −ELBO (from the same samples) in nats."""
-    from varfam.evaluate import importance_sampling
+    from varfam.evaluation.bounds import importance_sampling
 
     res = importance_sampling(model, x, k, seed=seed)
     ll = res.log_likelihood.double()
@@ -117,10 +117,10 @@ def nll(model, x: torch.Tensor, k: int, seed: int = 0) -> dict[str, float]:
 
 
 def measure(config: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from varfam.checkpoint import _read_safetensors, load_model
-    from varfam.evaluate import active_units, latent_locations
-    from varfam.report import read_metrics
-    from varfam.runs import open_run
+    from varfam.evaluation.bounds import active_units, latent_locations
+    from varfam.reporting.page import read_metrics
+    from varfam.runs.checkpoint import _read_safetensors, load_model
+    from varfam.runs.folder import open_run
 
     name = config.stem
     run = Path(args.runs_dir) / name

@@ -6,10 +6,10 @@ Writes a section of ``docs/results.md`` between ``<!-- labels:begin -->`` and
 1. **Semi-supervised Fashion-MNIST**: 50,000 train / 10,000 validation (unlabelled,
    the last 10,000 training images) / 10,000 test; N = 100 and N = 1,000 labels,
    balanced per class and chosen with the seed; 5 seeds. The test accuracy of
-   M2's classifier q(y|x) (:mod:`varfam.semisupervised`; the weights kept are those
+   M2's classifier q(y|x) (:mod:`varfam.objectives.labelled`; the weights kept are those
    of the best validation bound, which reads no label) beside the same classifier
    network trained on the N labelled examples alone with the same seed
-   (:func:`varfam.semisupervised.fit_classifier`). Mean and 95 % interval (Student t
+   (:func:`varfam.objectives.labelled.fit_classifier`). Mean and 95 % interval (Student t
    over the seeds). Every M2 run stops at ``--budget`` minutes.
 2. **Semi-supervised mnist5k**: 4,500 / 500, N = 100, the same comparison.
 3. **Conditional generation** on Fashion-MNIST and mnist5k: a conditional VAE
@@ -54,8 +54,10 @@ import varfam
 from varfam.config import LABELLED_WEIGHTS, ModelConfig, TrainConfig
 from varfam.data import Dataset, load_dataset
 from varfam.data.labels import class_names, labelled_indices, with_hidden_labels
-from varfam.evaluate import importance_sampling
-from varfam.semisupervised import accuracy, fit_classifier, objective_options
+from varfam.evaluation.bounds import importance_sampling
+from varfam.evaluation.classify import accuracy
+from varfam.objectives.labelled import objective_options
+from varfam.training.labels import fit_classifier
 
 BEGIN, END = "<!-- labels:begin -->", "<!-- labels:end -->"
 ROOT = Path(__file__).resolve().parents[1]

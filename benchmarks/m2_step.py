@@ -3,7 +3,7 @@ reading each unlabelled image once (``VAE.repeated_rows``, the library's path) a
 once per class (the C copies passed through the whole model).
 
 Both sides compute the same bound and gradients (``tests/test_labels.py``); the step is
-a forward and backward of :func:`varfam.semisupervised.labelled_objective` for a batch
+a forward and backward of :func:`varfam.objectives.labelled.labelled_objective` for a batch
 of Fashion-MNIST's shape mixing labelled and unlabelled images as the training loop
 does. Best of alternating rounds, one process::
 
@@ -20,7 +20,8 @@ import torch
 
 import varfam
 from varfam.objectives import Elbo
-from varfam.semisupervised import batch_labelled, labelled_objective
+from varfam.objectives.labelled import labelled_objective
+from varfam.training.labels import batch_labelled
 
 
 def step_seconds(model: varfam.VAE, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
@@ -28,7 +29,7 @@ def step_seconds(model: varfam.VAE, x: torch.Tensor, y: torch.Tensor, steps: int
     objective = Elbo()
     t0 = time.perf_counter()
     for _ in range(steps):
-        loss = labelled_objective(objective, model, x, y, alpha=50.0).loss
+        loss = labelled_objective(objective.terms, model, x, y, alpha=50.0).loss
         model.zero_grad(set_to_none=True)
         loss.backward()
     return (time.perf_counter() - t0) / steps

@@ -59,7 +59,7 @@ from torch.utils.data import Dataset as TorchDataset
 import varfam
 from varfam import VAE
 from varfam.data import Dataset
-from varfam.evaluate import evaluate_elbo, importance_sampled_log_likelihood
+from varfam.evaluation.bounds import evaluate_elbo, importance_sampled_log_likelihood
 from varfam.precision import use_bf16
 from varfam.registry import FAMILIES
 
@@ -341,7 +341,7 @@ def profile_steps(data: Dataset, steps: int, rounds: int = 3) -> dict:
     ``steps`` steps each (after a warm-up epoch), in ``rounds`` alternating rounds; each
     side's round with the least CPU time is kept."""
     small = data.limit(steps * 128, 500)
-    vt = importlib.import_module("varfam.train")
+    vt = importlib.import_module("varfam.training.loop")
     hand = TensorLoopRun(small.train, small.test, seed=0)
     hand.epoch()
     model = VAE.build(data_shape=(1, 28, 28))
@@ -390,7 +390,7 @@ def per_example_log_likelihood(model: VAE, x: torch.Tensor, k: int) -> torch.Ten
 @contextlib.contextmanager
 def lever_off(name: str):
     """Switch one of the training loop's levers off (by patching the module)."""
-    vt = importlib.import_module("varfam.train")  # the module (varfam.train is the function)
+    import varfam.training.loop as vt
 
     saved = {k: getattr(vt, k) for k in ("_adam", "_no_distribution_validation", "CHECK_EVERY")}
     threads = torch.get_num_threads()

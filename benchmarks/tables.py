@@ -58,7 +58,7 @@ from _doc_block import write_block
 
 from varfam import VAE, train
 from varfam.data import Dataset, load_table
-from varfam.impute import conditional_predictions, sample_table
+from varfam.tables.imputation import conditional_predictions, sample_table
 
 ROOT = Path(__file__).resolve().parents[1]
 HIVAE = ROOT.parent / "shared" / "data" / "hivae"

@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from varfam.adam_step import AdamStep
+from varfam.training.adam_step import AdamStep
 
 
 def _model() -> torch.nn.Module:
@@ -111,7 +111,7 @@ def test_state_loaded_in_mid_epoch_is_used() -> None:
 
 
 def test_a_torch_whose_private_kernel_differs_takes_optimizer_step(monkeypatch) -> None:
-    import varfam.adam_step as adam_step
+    import varfam.training.adam_step as adam_step
 
     monkeypatch.setattr(adam_step, "_kernel_callable", lambda: False)
     w, ref = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))

@@ -10,14 +10,14 @@ import torch
 
 import varfam
 from varfam import VAE, VarfamError, train
-from varfam.averaging import WeightAverage
-from varfam.batches import BatchSource
-from varfam.checkpoint import CHECKPOINT, load_checkpoint, load_model
-from varfam.cli import main as cli_main
+from varfam.cli.main import main as cli_main
 from varfam.config import TrainConfig
 from varfam.data import Dataset
-from varfam.evaluate import evaluate_elbo
+from varfam.evaluation.bounds import evaluate_elbo
 from varfam.families.discrete import RelaxedBernoulliFamily
+from varfam.runs.checkpoint import CHECKPOINT, load_checkpoint, load_model
+from varfam.training.averaging import WeightAverage
+from varfam.training.batches import BatchSource
 
 FAST = dict(precision="fp32", batch_size=128, seed=3)
 

@@ -16,11 +16,11 @@ import torch
 
 import varfam
 from varfam import VAE, Callback, TrainState
-from varfam.callbacks import ProgressDisplay
-from varfam.checkpoint import CHECKPOINT, load_checkpoint
-from varfam.cli import main
-from varfam.metrics import read_metrics
+from varfam.cli.main import main
 from varfam.registry import FAMILIES, LIKELIHOODS, PRIORS
+from varfam.runs.checkpoint import CHECKPOINT, load_checkpoint
+from varfam.runs.metrics import read_metrics
+from varfam.training.callbacks import ProgressDisplay
 
 SMALL = dict(data_shape=(1, 8, 8), hidden=(16,), latent_dim=2)
 SRC = Path(varfam.__file__).parent
@@ -117,7 +117,7 @@ def test_cli_without_a_terminal_prints_a_line_per_epoch(tmp_path, capsys) -> Non
 
 # ---------------------------------------------------------------- the callback protocol
 def test_callbacks_are_called_in_order_and_add_metrics(digits, tmp_path) -> None:
-    from varfam.callbacks import RunPictures
+    from varfam.training.callbacks import RunPictures
 
     rec = Recorder()
     result = varfam.train(_model(), digits, epochs=2, batch_size=100, out=tmp_path / "run",
@@ -135,7 +135,7 @@ def test_callbacks_are_called_in_order_and_add_metrics(digits, tmp_path) -> None
 
 
 def test_images_reach_callbacks_after_the_picture_writer(digits, tmp_path) -> None:
-    from varfam.callbacks import RunPictures
+    from varfam.training.callbacks import RunPictures
 
     rec = Recorder()
     varfam.train(_model(), digits, epochs=1, batch_size=100, out=tmp_path / "run",
@@ -190,7 +190,7 @@ def test_every_part_declares_the_training_hooks(registry) -> None:
 
 
 def test_no_getattr_hook_lookups_in_the_loop() -> None:
-    for name in ("train.py", "model.py", "train_step.py"):
+    for name in ("training/loop.py", "model.py", "training/step.py"):
         text = (SRC / name).read_text()
         for hook in ("set_epoch", "set_progress", "observe", "default_prior_options"):
             assert f'"{hook}"' not in text, (name, hook)
@@ -310,7 +310,7 @@ def test_flow_prior_works_with_argument_validation_on() -> None:
 def test_the_loop_reads_in_short_functions() -> None:
     """Each step of the loop is a short named function (nanoGPT's shape, not one 200-line
     function with nine parameters)."""
-    tree = ast.parse((SRC / "train.py").read_text())
+    tree = ast.parse((SRC / "training" / "loop.py").read_text())
     long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(tree)
             if isinstance(n, ast.FunctionDef) and n.end_lineno - n.lineno + 1 > 60]
     assert long == []

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from varfam import VAE, VarfamError
-from varfam.checkpoint import (
+from varfam.runs.checkpoint import (
     LOCK,
     RunLock,
     atomic_write,
@@ -105,7 +105,7 @@ def test_run_lock_refuses_a_second_holder_and_names_the_pid(tmp_path: Path) -> N
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     code = (
-        "import sys, time; from varfam.checkpoint import RunLock; "
+        "import sys, time; from varfam.runs.checkpoint import RunLock; "
         f"RunLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); time.sleep(60)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from varfam.cli import main
+from varfam.cli.main import main
 
 
 def run(*argv: str) -> int:
@@ -87,7 +87,7 @@ def test_list_names_every_kind(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture) -> None:
-    from varfam.cli import build_parser
+    from varfam.cli.main import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     for name in sub.choices:
@@ -135,7 +135,7 @@ def test_test_limit_cuts_the_test_set_and_is_recorded(tmp_path: Path) -> None:
                "--hidden", "16", "--latent-dim", "2", "--out", out, "--quiet", "--no-report") == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["train"]["limit"] == 200 and saved["train"]["test_limit"] == 50
-    from varfam.runs import open_run, run_dataset
+    from varfam.runs.folder import open_run, run_dataset
 
     _, cfg = open_run(out)
     ds = run_dataset(cfg)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from varfam.cli import main
-from varfam.report import read_metrics
+from varfam.cli.main import main
+from varfam.reporting.page import read_metrics
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import varfam
 from varfam import VAE, VarfamError, train
 from varfam.data import Dataset
 from varfam.objectives import Elbo, Iwae, Objective
-from varfam.train_step import loss_function
+from varfam.training.step import loss_function
 
 SMALL = dict(data_shape=(1, 8, 8), hidden=(32,), latent_dim=3)
 CPU = torch.device("cpu")

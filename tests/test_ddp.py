@@ -27,8 +27,8 @@ from torch.distributions import Distribution, Independent, Normal
 
 from varfam import VAE, train
 from varfam.data import Dataset
-from varfam.distributed import Context, shard
 from varfam.families.gaussian import DiagonalGaussian, positive_scale
+from varfam.training.distributed import Context, shard
 
 pytestmark = pytest.mark.slow
 

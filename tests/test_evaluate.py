@@ -17,9 +17,9 @@ from torch.distributions import Distribution, MultivariateNormal, Normal
 
 import varfam
 from _linear_gaussian import Identity, LinearDecoder
-from varfam.cli import main
+from varfam.cli.main import main
 from varfam.errors import VarfamError
-from varfam.evaluate import (
+from varfam.evaluation.bounds import (
     active_units,
     evaluate,
     importance_sampled_log_likelihood,

@@ -30,13 +30,13 @@ import pytest
 import torch
 
 import varfam
-from varfam.cli import main
+from varfam.cli.main import main
 from varfam.data import load_dataset
 from varfam.errors import VarfamError
-from varfam.evaluate import kl_per_dimension_mean
-from varfam.explore import Explorer, make_server, rgba_pixels
-from varfam.runs import open_run, run_test_data
-from varfam.viz import interpolation_grid, latent_map, pca_2d
+from varfam.evaluation.bounds import kl_per_dimension_mean
+from varfam.reporting.explore import Explorer, make_server, rgba_pixels
+from varfam.reporting.pictures import interpolation_grid, latent_map, pca_2d
+from varfam.runs.folder import open_run, run_test_data
 
 
 # ---------------------------------------------------------------- fixtures

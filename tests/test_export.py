@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import varfam
-from varfam.checkpoint import save_model
-from varfam.cli import main
+from varfam.cli.main import main
 from varfam.errors import VarfamError
-from varfam.export import DecoderGraph, EncoderGraph, export_decoder, export_encoder
+from varfam.runs.checkpoint import save_model
+from varfam.sharing.onnx import DecoderGraph, EncoderGraph, export_decoder, export_encoder
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -101,10 +101,14 @@ def test_export_command(tmp_path, capsys):
 
 
 def readme_example() -> str:
-    """The README's onnxruntime example, as it is written there."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Use the decoder anywhere (ONNX)"):]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+    """The documented onnxruntime example (README or the sharing guide), as written there."""
+    root = Path(__file__).resolve().parents[1]
+    for page in (root / "README.md", *sorted((root / "docs").glob("*.md"))):
+        text = page.read_text()
+        if "## Use the decoder anywhere (ONNX)" in text:
+            section = text[text.index("## Use the decoder anywhere (ONNX)"):]
+            return section.split("```python\n", 1)[1].split("```", 1)[0]
+    raise AssertionError("no page has the section 'Use the decoder anywhere (ONNX)'")
 
 
 def test_decoding_without_torch(exported):

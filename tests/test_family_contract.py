@@ -36,9 +36,9 @@ from torch.distributions import kl_divergence
 
 import varfam  # noqa: F401  (registers every built-in part)
 from _quadrature import logit_axis, mass, sample_box
-from varfam.checkpoint import load_model, save_model
 from varfam.objectives import stop_gradient_log_prob
 from varfam.registry import FAMILIES, PRIORS
+from varfam.runs.checkpoint import load_model, save_model
 
 FEATURES = 6
 LATENT = 4

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
-from varfam.distributions import DiagonalNormal
+from varfam.families.normal import DiagonalNormal
 from varfam.likelihoods.bernoulli import BernoulliLikelihood, IndependentBernoulli
 from varfam.precision import fp32
 

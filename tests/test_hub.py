@@ -14,12 +14,12 @@ import pytest
 import torch
 
 import varfam
-from varfam.checkpoint import save_model
-from varfam.cli import main
+from varfam.cli.main import main
 from varfam.config import TrainConfig
 from varfam.errors import VarfamError
-from varfam.explore import Explorer
-from varfam.runs import open_run
+from varfam.reporting.explore import Explorer
+from varfam.runs.checkpoint import save_model
+from varfam.runs.folder import open_run
 
 hf = pytest.importorskip("huggingface_hub")
 yaml = pytest.importorskip("yaml")
@@ -127,7 +127,7 @@ def test_every_run_command_takes_a_hub_run(hub, run, tmp_path, monkeypatch, caps
     for name in ("s.png", "r.png", "i.png", "z.npy", "d.png"):
         assert (out / name).is_file()
     served = []
-    monkeypatch.setattr("varfam.explore.serve", lambda run, **kw: served.append(
+    monkeypatch.setattr("varfam.reporting.explore.serve", lambda run, **kw: served.append(
         Explorer.from_run(run, limit=10)))
     assert main(["explore", ref]) == 0 and served[0].model.latent_dim == 2
     # the cache is left exactly as downloaded; the records went to varfam's working copy

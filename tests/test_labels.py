@@ -20,10 +20,10 @@ from torch import Tensor
 import varfam
 from varfam.data.labels import class_names, hide_labels, labelled_indices
 from varfam.errors import VarfamError
-from varfam.evaluate import importance_sampling
-from varfam.labels import LabelCondition
+from varfam.evaluation.bounds import importance_sampling
+from varfam.nets.conditioning import LabelCondition
 from varfam.objectives import Elbo, Iwae, Objective, Terms, kl_term
-from varfam.semisupervised import default_alpha, labelled_objective
+from varfam.objectives.labelled import default_alpha, labelled_objective
 
 C = 3
 
@@ -129,7 +129,7 @@ def test_hidden_labels_are_summed_out_exactly() -> None:
     model = m2_model()
     x = torch.rand(5, 1, 8, 8)
     y = torch.tensor([1, -1, 0, -1, -1])
-    res = labelled_objective(Known(), model, x, y, alpha=0.0, labelled_share=0.5)
+    res = labelled_objective(Known().terms, model, x, y, alpha=0.0, labelled_share=0.5)
     log_q = model.classify(x).logits
     q = log_q.exp()
     every = torch.stack([Known().terms(model, x, y=torch.full((5,), c)).elbo for c in range(C)], 1)
@@ -159,14 +159,14 @@ def test_alpha_is_read_against_the_data_not_the_batch() -> None:
     y = torch.tensor([2, -1, -1, 0])
     log_q = model.classify(x).logits
     cls = log_q[[0, 3], [2, 0]]
-    plain = labelled_objective(Known(), model, x, y, alpha=0.0, labelled_share=0.01)
-    paper = labelled_objective(Known(), model, x, y, labelled_share=0.01)
+    plain = labelled_objective(Known().terms, model, x, y, alpha=0.0, labelled_share=0.01)
+    paper = labelled_objective(Known().terms, model, x, y, labelled_share=0.01)
     assert default_alpha(0.01) == pytest.approx(10.0)  # 0.1 · N / N_l with N_l / N = 1 %
     # the classification term adds share · α · mean log q = 0.1 · mean log q per example
     assert torch.allclose(paper.loss, plain.loss - 0.1 * cls.mean(), atol=1e-5)
     # without the data's share the batch stands for the data: 2 of 4 labelled
-    batch = labelled_objective(Known(), model, x, y)
-    half = labelled_objective(Known(), model, x, y, labelled_share=0.5)
+    batch = labelled_objective(Known().terms, model, x, y)
+    half = labelled_objective(Known().terms, model, x, y, labelled_share=0.5)
     assert torch.allclose(batch.loss, half.loss)
 
 
@@ -244,7 +244,7 @@ def test_labelled_weight_picks_the_batch_or_the_data_share(tmp_path) -> None:
     import json
 
     from varfam.config import RunConfig, TrainConfig
-    from varfam.semisupervised import objective_options
+    from varfam.objectives.labelled import objective_options
 
     labels = torch.tensor([0, 1] + [-1] * 18)  # 10 % labelled
     assert objective_options(labels) == {"alpha": pytest.approx(1.0)}  # the batch's own share
@@ -282,7 +282,7 @@ def test_each_image_is_encoded_once_with_the_same_bound_and_gradients(
         if not shared:
             monkeypatch.setattr(model, "repeated_rows", lambda *a: contextlib.nullcontext())
         torch.manual_seed(1)
-        loss = labelled_objective(objective, model, x, y, alpha=1.0).loss
+        loss = labelled_objective(objective.terms, model, x, y, alpha=1.0).loss
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 

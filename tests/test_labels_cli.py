@@ -22,13 +22,14 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import varfam.semisupervised as semisupervised
-from varfam.cli import main
+import varfam.objectives.base as objective_base
+from varfam.cli.main import main
 from varfam.data import load_dataset
 from varfam.data.base import SPLIT_SEED, held_out_count, split_indices
 from varfam.data.labels import labelled_indices
-from varfam.runs import open_run
-from varfam.semisupervised import accuracy, fit_classifier, predict
+from varfam.evaluation.classify import accuracy, predict
+from varfam.runs.folder import open_run
+from varfam.training.labels import fit_classifier
 
 SMALL = ["--hidden", "64", "--latent-dim", "4", "--batch-size", "64", "--lr", "3e-3",
          "--quiet", "--no-report"]
@@ -149,14 +150,14 @@ def test_hidden_labels_never_reach_training(tmp_path: Path, monkeypatch) -> None
     np.savez(tmp_path / "b.npz", x=x, labels=changed)
 
     seen: list[torch.Tensor] = []
-    original = semisupervised.labelled_objective
+    original = objective_base.labelled_objective
 
-    def spy(objective, model, xb, yb, *args, **kw):
+    def spy(terms_of, model, xb, yb, *args, **kw):
         if model.training:  # a training step (evaluation runs in eval mode)
             seen.append(yb.clone())
-        return original(objective, model, xb, yb, *args, **kw)
+        return original(terms_of, model, xb, yb, *args, **kw)
 
-    monkeypatch.setattr(semisupervised, "labelled_objective", spy)
+    monkeypatch.setattr(objective_base, "labelled_objective", spy)
     weights = []
     for name in ("a", "b"):
         run = tmp_path / f"run-{name}"

@@ -11,8 +11,8 @@ import torch
 
 import varfam
 from varfam import VAE
-from varfam.batches import BatchSource, float_chunks, split_rows
 from varfam.data.mapped import MappedRows, is_file_backed, row_reader
+from varfam.training.batches import BatchSource, float_chunks, split_rows
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_random_rows_do_not_map_the_file_into_memory(tmp_path: Path) -> None:
 def test_the_commands_work_on_a_run_trained_from_a_large_file(
     tmp_path: Path, stream_everything, capsys
 ) -> None:
-    from varfam.cli import main
+    from varfam.cli.main import main
 
     path = _save(tmp_path, np.random.default_rng(3).random((400, 8, 8), dtype=np.float32))
     run = str(tmp_path / "run")

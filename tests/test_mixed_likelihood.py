@@ -19,7 +19,7 @@ from varfam.likelihoods.mixed import (
     cumulative_logit_log_probs,
     ordered_thresholds,
 )
-from varfam.nets_tabular import TabularEncoder
+from varfam.nets.tabular import TabularEncoder
 
 DT = torch.float64
 NAN = float("nan")

@@ -22,11 +22,11 @@ from torch import nn
 
 import varfam
 from _quadrature import grid, moments, sample_box, weights
-from varfam.checkpoint import load_model, save_model
 from varfam.errors import VarfamError
 from varfam.families import DiagonalGaussian
 from varfam.priors import Prior, VampPrior
 from varfam.registry import PRIORS
+from varfam.runs.checkpoint import load_model, save_model
 
 DT = torch.float64
 MINE = ["standard", "learned", "mog", "vamp", "flow", "hierarchical"]

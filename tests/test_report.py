@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 import varfam
-from varfam.cli import main
+from varfam.cli.main import main
 from varfam.data import Dataset
-from varfam.report import read_metrics, write_report
-from varfam.viz import manifold_grid, to_latent_support, traversal_grid
+from varfam.reporting.page import read_metrics, write_report
+from varfam.reporting.pictures import manifold_grid, to_latent_support, traversal_grid
 
 SECTIONS = ["Configuration", "Training curves", "Metrics", "Reconstructions", "Prior samples",
             "Interpolations", "Latent traversals", "Latent map"]

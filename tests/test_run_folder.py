@@ -13,10 +13,10 @@ import torch
 
 import varfam
 from varfam import VAE
-from varfam.checkpoint import LOCK, RunLock, load_run_config, save_model
-from varfam.cli import main
+from varfam.cli.main import main
 from varfam.config import RunConfig, TrainConfig
 from varfam.errors import VarfamError
+from varfam.runs.checkpoint import LOCK, RunLock, load_run_config, save_model
 
 SMALL = dict(data_shape=(1, 8, 8), hidden=(16,), latent_dim=2)
 
@@ -122,7 +122,7 @@ def test_commands_on_a_run_saved_without_training(tmp_path: Path, capsys) -> Non
     assert main(["eval", run, "--iw", "0"]) == 2  # no data recorded: asks for it
     assert "--data" in capsys.readouterr().err
     assert main(["eval", run, "--data", "digits", "--iw", "0", "--json"]) == 0
-    from varfam.report import run_summary
+    from varfam.reporting.page import run_summary
 
     assert run_summary(run)["objective"] is None  # not the default objective's name
 

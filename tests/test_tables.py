@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from varfam.cli import main
+from varfam.cli.main import main
 from varfam.data import TableDataset, load_dataset, load_table
 from varfam.data.columns import Column
 from varfam.data.tables import from_model_units, read_column_types
 from varfam.errors import VarfamError
-from varfam.impute import imputation_errors
+from varfam.tables.imputation import imputation_errors
 
 
 def run(*argv: object) -> int:
@@ -173,7 +173,7 @@ def test_impute_keeps_observed_cells_and_the_layout(table_run: tuple[Path, Path,
     filled = pd.read_csv(tmp_path / "f.csv")
     assert list(filled.columns) == list(original.columns)
     from varfam import load as load_model
-    from varfam.impute import impute
+    from varfam.tables.imputation import impute
 
     in_memory = impute(load_model(out), data, k=5)  # the frame before writing: same dtypes
     assert (in_memory.dtypes == original.dtypes).all()
@@ -217,7 +217,7 @@ def test_imputation_beats_the_column_means() -> None:
     """Two strongly correlated columns: after a short training the model's imputations of
     hidden cells are closer to the truth than the observed means are."""
     from varfam import VAE, train
-    from varfam.impute import impute
+    from varfam.tables.imputation import impute
 
     rng = np.random.default_rng(0)
     z = rng.normal(size=600)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from varfam import VarfamError
-from varfam.cli import main
-from varfam.metrics import read_metrics
+from varfam.cli.main import main
+from varfam.runs.metrics import read_metrics
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
@@ -135,7 +135,7 @@ def test_a_missing_tracker_package_is_a_one_line_error(monkeypatch, tmp_path) ->
     import importlib.util
 
     from varfam.config import TrainConfig
-    from varfam.trackers import make_trackers
+    from varfam.training.trackers import make_trackers
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

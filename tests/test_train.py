@@ -15,12 +15,12 @@ from torch.distributions import Distribution
 
 import varfam
 from varfam import VAE, VarfamError, train
-from varfam.batches import BatchSource, is_file_backed
-from varfam.checkpoint import CHECKPOINT, load_checkpoint
 from varfam.data import Dataset, binarize_fixed
 from varfam.families.gaussian import DiagonalGaussian
-from varfam.metrics import METRICS
-from varfam.train import TrainingInterrupted
+from varfam.runs.checkpoint import CHECKPOINT, load_checkpoint
+from varfam.runs.metrics import METRICS
+from varfam.training.batches import BatchSource, is_file_backed
+from varfam.training.loop import TrainingInterrupted
 
 SMALL = dict(data_shape=(1, 8, 8), hidden=(32,), latent_dim=3)
 FAST = dict(precision="fp32", batch_size=128, seed=5)
@@ -235,7 +235,8 @@ def test_static_binarization_of_a_streamed_array_equals_binarize_fixed(tmp_path:
 
 
 def test_the_command_line_sets_skip_nonfinite() -> None:
-    from varfam.cli import _train_config_from_args, build_parser
+    from varfam.cli.main import build_parser
+    from varfam.cli.train import _train_config_from_args
 
     args = build_parser().parse_args(["train", "--skip-nonfinite"])
     assert _train_config_from_args(args).train.skip_nonfinite is True

@@ -10,7 +10,7 @@ import torch
 
 import varfam
 from varfam import VAE
-from varfam.checkpoint import load_model
+from varfam.runs.checkpoint import load_model
 
 
 def _data(n: int = 400) -> varfam.Dataset:
@@ -76,7 +76,7 @@ def test_eval_every_scores_every_nth_epoch_and_the_last(tmp_path) -> None:
     for (k, a), b in zip(model.state_dict().items(), saved.state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
     # the report and compare read runs whose epochs are not all scored
-    from varfam.report import run_summary, write_report
+    from varfam.reporting.page import run_summary, write_report
 
     assert write_report(tmp_path, data=data, iw=5, limit=50).is_file()
     assert run_summary(tmp_path)["test_elbo"] == hist[-1]["test_elbo"]

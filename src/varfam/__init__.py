@@ -7,87 +7,68 @@
 >>> round(result.history[-1]["test_elbo"]) < 0
 True
 
-The names below are imported on first use (PEP 562), so ``import varfam`` and
-``varfam --help`` do not import torch; ``import varfam.model`` etc. work as ever.
+The package's layout is its architecture: the parts (``families``, ``priors``,
+``likelihoods``, ``objectives``, ``nets``), the model that wires them
+(:mod:`varfam.model`), the data (``data``), and the subsystems that use a model
+(``training``, ``evaluation``, ``reporting``, ``tables``, ``runs``, ``sharing``,
+``cli``). The names below are imported on first use (PEP 562), so ``import varfam``
+and ``varfam --help`` do not import torch.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 
 #: public name → (module, attribute)
 _EXPORTS = {
-    "VAE": ("model", "VAE"),
-    "ModelConfig": ("config", "ModelConfig"),
-    "TrainConfig": ("config", "TrainConfig"),
-    "RunConfig": ("config", "RunConfig"),
-    "Dataset": ("data", "Dataset"),
-    "load_dataset": ("data", "load_dataset"),
-    "train": ("train", "train"),
-    "TrainResult": ("train", "TrainResult"),
-    "TrainState": ("train", "TrainState"),
-    "Callback": ("callbacks", "Callback"),
-    "TrainingRun": ("callbacks", "TrainingRun"),
-    "load": ("checkpoint", "load_model"),
-    "save": ("checkpoint", "save_model"),
-    "evaluate_elbo": ("evaluate", "evaluate_elbo"),
-    "evaluate": ("evaluate", "evaluate"),
-    "VarfamError": ("errors", "VarfamError"),
-    "ALL_REGISTRIES": ("registry", "ALL_REGISTRIES"),
-    "load_table": ("data", "load_table"),
-    "Table": ("data", "Table"),
-    "TableDataset": ("data", "TableDataset"),
-    "impute": ("impute", "impute"),
-    "sample_table": ("impute", "sample_table"),
-    "imputation_errors": ("impute", "imputation_errors"),
+    "VAE": ("varfam.model", "VAE"),
+    "ModelConfig": ("varfam.config", "ModelConfig"),
+    "TrainConfig": ("varfam.config", "TrainConfig"),
+    "RunConfig": ("varfam.config", "RunConfig"),
+    "Dataset": ("varfam.data", "Dataset"),
+    "load_dataset": ("varfam.data", "load_dataset"),
+    "train": ("varfam.training", "train"),
+    "TrainResult": ("varfam.training", "TrainResult"),
+    "TrainState": ("varfam.training", "TrainState"),
+    "Callback": ("varfam.training", "Callback"),
+    "TrainingRun": ("varfam.training", "TrainingRun"),
+    "load": ("varfam.runs", "load_model"),
+    "save": ("varfam.runs", "save_model"),
+    "evaluate_elbo": ("varfam.evaluation", "evaluate_elbo"),
+    "evaluate": ("varfam.evaluation", "evaluate"),
+    "VarfamError": ("varfam.errors", "VarfamError"),
+    "ALL_REGISTRIES": ("varfam.registry", "ALL_REGISTRIES"),
+    "load_table": ("varfam.data", "load_table"),
+    "Table": ("varfam.data", "Table"),
+    "TableDataset": ("varfam.data", "TableDataset"),
+    "impute": ("varfam.tables", "impute"),
+    "sample_table": ("varfam.tables", "sample_table"),
+    "imputation_errors": ("varfam.tables", "imputation_errors"),
 }
 __all__ = [
-    "VAE", "ModelConfig", "TrainConfig", "RunConfig", "Dataset", "load_dataset", "train",
-    "TrainResult", "TrainState", "Callback", "TrainingRun", "load", "save", "evaluate_elbo",
-    "evaluate", "VarfamError", "ALL_REGISTRIES", "load_table", "Table", "TableDataset",
-    "impute", "sample_table", "imputation_errors", "__version__",
+    "VAE", "ModelConfig", "TrainConfig", "RunConfig", "Dataset", "load_dataset",
+    "train", "TrainResult", "TrainState", "Callback", "TrainingRun", "load", "save",
+    "evaluate_elbo", "evaluate", "VarfamError", "ALL_REGISTRIES", "load_table", "Table",
+    "TableDataset", "impute", "sample_table", "imputation_errors", "__version__",
 ]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         module, attr = _EXPORTS[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
-    else:  # a submodule, e.g. varfam.families after a bare `import varfam`
+        value = getattr(importlib.import_module(module), attr)
+    else:  # a subpackage, e.g. varfam.families after a bare `import varfam`
         try:
-            value = importlib.import_module(f".{name}", __name__)
+            value = importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":  # the submodule exists; something it needs not
+            if e.name != f"{__name__}.{name}":  # the module exists; something it needs not
                 raise
             raise AttributeError(f"module 'varfam' has no attribute '{name}'") from None
     globals()[name] = value
     return value
-
-
-class _Package(types.ModuleType):
-    """``varfam.train``, ``varfam.evaluate`` and ``varfam.impute`` are functions, as in an
-    eager ``__init__``, though submodules share their names: the import system's recording
-    of the submodule on the package is ignored for them (``import varfam.train`` works)."""
-
-    def _export(name: str) -> property:  # type: ignore[misc]
-        def get(self: types.ModuleType) -> Any:
-            module, attr = _EXPORTS[name]
-            return getattr(importlib.import_module(f".{module}", __name__), attr)
-
-        return property(get, lambda self, value: None)
-
-    train = _export("train")
-    evaluate = _export("evaluate")
-    impute = _export("impute")
-    del _export
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __dir__() -> list[str]:
@@ -95,14 +76,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .callbacks import Callback, TrainingRun
-    from .checkpoint import load_model as load
-    from .checkpoint import save_model as save
-    from .config import ModelConfig, RunConfig, TrainConfig
-    from .data import Dataset, Table, TableDataset, load_dataset, load_table
-    from .errors import VarfamError
-    from .evaluate import evaluate, evaluate_elbo
-    from .impute import imputation_errors, impute, sample_table
-    from .model import VAE
-    from .registry import ALL_REGISTRIES
-    from .train import TrainResult, TrainState, train
+    from varfam.config import ModelConfig, RunConfig, TrainConfig
+    from varfam.data import Dataset, Table, TableDataset, load_dataset, load_table
+    from varfam.errors import VarfamError
+    from varfam.evaluation import evaluate, evaluate_elbo
+    from varfam.model import VAE
+    from varfam.registry import ALL_REGISTRIES
+    from varfam.runs import load_model as load
+    from varfam.runs import save_model as save
+    from varfam.tables import imputation_errors, impute, sample_table
+    from varfam.training import Callback, TrainingRun, TrainResult, TrainState, train

@@ -17,7 +17,7 @@ from typing import Any
 
 import tomllib
 
-from .errors import VarfamError, suggest
+from varfam.errors import VarfamError, suggest
 
 __all__ = ["ModelConfig", "TrainConfig", "RunConfig", "load_toml", "from_dict"]
 
@@ -29,7 +29,7 @@ COMPILE_MODES = ("default", "max-autotune")
 #: ``TrainConfig.labelled_weight`` values: how M2's loss weighs a batch's labelled rows.
 LABELLED_WEIGHTS = ("batch", "data")
 
-#: ``TrainConfig.track`` values: the experiment trackers of :mod:`varfam.trackers`.
+#: ``TrainConfig.track`` values: the experiment trackers of :mod:`varfam.training.trackers`.
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 
@@ -52,7 +52,7 @@ class ModelConfig:
     #: Options of the architecture (e.g. the ``tabular`` one's ``levels`` per column).
     arch_options: dict[str, Any] = field(default_factory=dict)
     #: ``"label"``: every part may read the example's class y (a conditional VAE,
-    #: :mod:`varfam.labels`); ``None``: no condition.
+    #: :mod:`varfam.nets.conditioning`); ``None``: no condition.
     condition: str | None = None
     #: The number of classes C of a model conditioned on labels, and their names.
     n_classes: int = 0
@@ -139,7 +139,7 @@ class TrainConfig:
     #: the raw weights go on training. ``None``: no average.
     ema: float | None = None
     #: Experiment trackers that receive the metrics, the configuration and the pictures:
-    #: any of ``tensorboard``, ``mlflow``, ``wandb`` (:mod:`varfam.trackers`).
+    #: any of ``tensorboard``, ``mlflow``, ``wandb`` (:mod:`varfam.training.trackers`).
     track: list[str] = field(default_factory=list)
     #: Where trackers write their files; ``None``: ``RUN/tracking``.
     track_dir: str | None = None
@@ -227,7 +227,7 @@ class RunConfig:
     (``varfam.save(model, dir)``) has no ``train`` section: nothing is claimed about a training
     that varfam did not see. Reading it gives ``train_recorded = False`` and a
     default ``train`` that only supplies neutral settings (no binarization, seed 0);
-    :func:`varfam.runs.run_dataset` then asks for the data by name.
+    :func:`varfam.runs.folder.run_dataset` then asks for the data by name.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -19,20 +19,20 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from . import families as _families  # noqa: F401  (registers the built-in parts)
-from . import likelihoods as _likelihoods  # noqa: F401
-from . import nets as _nets  # noqa: F401
-from . import nets_tabular as _nets_tabular  # noqa: F401
-from . import priors as _priors  # noqa: F401
-from .config import ModelConfig
-from .errors import VarfamError
-from .families.base import Family
-from .labels import LabelCondition, Labels, build_classifier
-from .likelihoods.base import Likelihood
-from .parts import TrainingHooks, overrides
-from .precision import fp32
-from .priors.base import Prior
-from .registry import ARCHITECTURES, FAMILIES, LIKELIHOODS, PRIORS, accepted_options
+from varfam import families as _families  # noqa: F401  (registers the built-in parts)
+from varfam import likelihoods as _likelihoods  # noqa: F401
+from varfam import nets as _nets  # noqa: F401
+from varfam import priors as _priors  # noqa: F401
+from varfam.config import ModelConfig
+from varfam.errors import VarfamError
+from varfam.families.base import Family
+from varfam.likelihoods.base import Likelihood
+from varfam.nets import tabular as _nets_tabular  # noqa: F401
+from varfam.nets.conditioning import LabelCondition, Labels, build_classifier
+from varfam.parts import TrainingHooks, overrides
+from varfam.precision import fp32
+from varfam.priors.base import Prior
+from varfam.registry import ARCHITECTURES, FAMILIES, LIKELIHOODS, PRIORS, accepted_options
 
 __all__ = ["VAE"]
 
@@ -67,7 +67,7 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.prior = prior
         self.config = config
-        #: The labels' side of a model conditioned on labels (:mod:`varfam.labels`): the
+        #: The labels' side of a model conditioned on labels (:mod:`varfam.nets.conditioning`): the
         #: family is built for ``feature_dim + C`` inputs and the decoder for ``D + C``.
         self.condition = condition
         #: Set by :meth:`repeated_rows`: (the batch, its distinct rows, the period).
@@ -83,7 +83,7 @@ class VAE(nn.Module):
         (+``prior_options``; ``None`` picks the family's natural prior, recorded in the
         model's config), ``likelihood`` (+``likelihood_options``), and for a model
         conditioned on labels ``condition="label"``, ``n_classes``, ``classes`` and
-        ``classifier`` (see :mod:`varfam.labels`).
+        ``classifier`` (see :mod:`varfam.nets.conditioning`).
         """
         cfg = ModelConfig(**{**(config.__dict__ if config else {}), **overrides})
         likelihood = LIKELIHOODS.build(
@@ -300,13 +300,31 @@ class VAE(nn.Module):
 
     # ---------------------------------------------------------------- pictures
     @torch.no_grad()
-    def sample(self, n: int, y: Labels | None = None) -> Tensor:
+    def sample(self, n: int, y: Labels | None = None, sampler: Any = None) -> Tensor:
         """``n`` new data points: decoded means of z ~ p(z), shape (n, *data_shape).
 
         In a model conditioned on labels, ``y`` (one class for all, or n of them) picks
         the classes: z ~ p(z|y), x ~ p(x|z, y); without ``y`` the classes are drawn from
         p(y), uniform.
+
+        ``sampler``: what draws z instead of the prior, a fitted
+        :class:`varfam.samplers.Sampler` (``sampler.sample(n, labels)`` → (n, D)), e.g.
+        ``fitted_sampler(run_dir, model, "gmm", x)``; ``None`` or ``"prior"``: p(z).
         """
+        if isinstance(sampler, str):
+            if sampler != "prior":
+                raise VarfamError(
+                    f"sampler '{sampler}' must be fitted first; pass the sampler object that "
+                    f"varfam.samplers.fitted_sampler(run_dir, model, '{sampler}', x) returns"
+                )
+            sampler = None
+        if sampler is not None:
+            labels = None
+            if self.condition is not None:
+                if y is None:
+                    y = torch.randint(self.condition.n_classes, (n,), device=self.device)
+                labels = self.labels(y, n)
+            return self.decode(sampler.sample(n, labels).to(self.device), labels).mean
         if self.condition is None:
             return self.decode(self.prior_distribution().sample((n,))).mean
         if y is None:
@@ -328,5 +346,5 @@ class VAE(nn.Module):
         return out[0] if draws == 1 else out
 
     # ---------------------------------------------------------------- files
-    # Saving and loading live in :mod:`varfam.checkpoint`, which owns this module:
+    # Saving and loading live in :mod:`varfam.runs.checkpoint`, which owns this module:
     # ``varfam.save(model, run_dir)`` and ``varfam.load(run_dir)``.

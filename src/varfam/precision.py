@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .errors import VarfamError
+from varfam.errors import VarfamError
 
 __all__ = [
     "resolve_device", "bf16_supported", "use_bf16", "autocast", "fp32", "network_precision"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .errors import VarfamError, suggest
+from varfam.errors import VarfamError, suggest
 
 __all__ = [
     "Registry",
@@ -148,7 +148,7 @@ FAMILIES: Registry = Registry("family", ("varfam.families",))
 PRIORS: Registry = Registry("prior", ("varfam.priors", "varfam.families"))
 LIKELIHOODS: Registry = Registry("likelihood", ("varfam.likelihoods",))
 OBJECTIVES: Registry = Registry("objective", ("varfam.objectives",))
-ARCHITECTURES: Registry = Registry("architecture", ("varfam.nets", "varfam.nets_tabular"))
+ARCHITECTURES: Registry = Registry("architecture", ("varfam.nets", "varfam.nets.tabular"))
 # anomaly scores over a trained model (varfam.score, varfam score RUN --method NAME)
 SCORES: Registry = Registry("score", ("varfam.evaluation.scores",))
 

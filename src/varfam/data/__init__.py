@@ -21,15 +21,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import VarfamError, suggest
-from ..registry import DATASETS, accepted_options
-from . import dsprites, named, tables  # noqa: F401  (register the named datasets and tables)
-from .arrays import from_array, read_array_file
-from .base import Dataset, check_image_size, split
-from .binarize import binarize_fixed, split_seed
-from .idx import find_idx_files, read_idx, read_idx_folder
-from .images import IMAGE_SUFFIXES, read_image_folder
-from .tables import TABLE_SUFFIXES, Table, TableDataset, load_table
+from varfam.data import dsprites, named, tables  # noqa: F401  (register the named datasets and tables)
+from varfam.data.arrays import from_array, read_array_file
+from varfam.data.base import Dataset, check_image_size, split
+from varfam.data.binarize import binarize_fixed, split_seed
+from varfam.data.idx import find_idx_files, read_idx, read_idx_folder
+from varfam.data.images import IMAGE_SUFFIXES, read_image_folder
+from varfam.data.tables import TABLE_SUFFIXES, Table, TableDataset, load_table
+from varfam.errors import VarfamError, suggest
+from varfam.registry import DATASETS, accepted_options
 
 __all__ = [
     "Dataset",
@@ -103,7 +103,7 @@ def load_dataset(
                                ("columns", columns)) if v is not None}
     ds = _load(spec, data_dir, image_size, key, table, nan_missing=mask == "nan")
     if mask is not None and mask != "nan":
-        from .masks import apply_mask
+        from varfam.data.masks import apply_mask
 
         ds = apply_mask(ds, mask)
     return ds
@@ -127,7 +127,7 @@ def _load(spec: str, data_dir: str | None, image_size: int | None, key: str | No
             f"({', '.join(DATASETS.names())}) nor an existing file or folder"
         )
     if nan_missing and path.suffix.lower() in (".npy", ".npz"):
-        from .masks import read_array_with_nan
+        from varfam.data.masks import read_array_with_nan
 
         return read_array_with_nan(path, key=key, image_size=image_size)
     return _read_path(path, key=key, image_size=image_size, table=table)

@@ -34,8 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import VarfamError
-from .base import (
+from varfam.data.base import (
     SPLIT_SEED,
     Dataset,
     held_out_count,
@@ -43,7 +42,8 @@ from .base import (
     resize_images,
     split_indices,
 )
-from .mapped import MappedRows, row_reader
+from varfam.data.mapped import MappedRows, row_reader
+from varfam.errors import VarfamError
 
 __all__ = [
     "LABEL_KEYS",
@@ -251,7 +251,7 @@ def from_array(
     :class:`~varfam.data.mapped.MappedRows` that read rows when indexed (training
     streams them batch by batch).
     """
-    from . import mapped as mapping
+    from varfam.data import mapped as mapping
 
     check_dtype(x, source)
     layout = layout_of(tuple(x.shape), source)

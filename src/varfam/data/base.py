@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import VarfamError
+from varfam.errors import VarfamError
 
 __all__ = [
     "Dataset",

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import VarfamError, suggest
+from varfam.errors import VarfamError, suggest
 
 __all__ = [
     "Column",
@@ -166,7 +166,7 @@ class Column:
     @classmethod
     def from_dict(cls, data: Any, where: str = "column") -> Column:
         """A column from its ``config.json`` form, refusing unknown keys."""
-        from ..config import from_dict
+        from varfam.config import from_dict
 
         if isinstance(data, Column):
             return data

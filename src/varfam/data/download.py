@@ -19,8 +19,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ..errors import VarfamError
-from .base import one_line
+from varfam.data.base import one_line
+from varfam.errors import VarfamError
 
 __all__ = ["MNIST_MIRRORS", "MNIST_CHECKSUMS", "default_cache", "fetch"]
 

@@ -34,9 +34,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..errors import VarfamError
-from .arrays import check_labels, check_values, layout_of, to_tensor
-from .base import Dataset, one_line, resize_images
+from varfam.data.arrays import check_labels, check_values, layout_of, to_tensor
+from varfam.data.base import Dataset, one_line, resize_images
+from varfam.errors import VarfamError
 
 __all__ = ["read_idx", "write_idx", "IDX_FILES", "find_idx_files", "read_idx_folder"]
 

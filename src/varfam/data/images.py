@@ -29,8 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import VarfamError
-from .base import (
+from varfam.data.base import (
     SPLIT_SEED,
     Dataset,
     check_image_size,
@@ -38,6 +37,7 @@ from .base import (
     one_line,
     split_indices,
 )
+from varfam.errors import VarfamError
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "read_image_folder"]
 

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ..errors import VarfamError
-from .base import Dataset
+from varfam.data.base import Dataset
+from varfam.errors import VarfamError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import ModelConfig, TrainConfig
+    from varfam.config import ModelConfig, TrainConfig
 
 __all__ = ["hide_labels", "labelled_indices", "class_names", "with_hidden_labels",
            "configure_labels"]

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import VarfamError
-from .base import Dataset, one_line
+from varfam.data.base import Dataset, one_line
+from varfam.errors import VarfamError
 
 __all__ = ["apply_mask", "hide", "read_mask", "read_array_with_nan"]
 
@@ -91,7 +91,7 @@ def apply_mask(ds: Dataset, path: str | Path) -> Dataset:
 def read_array_with_nan(path: str | Path, *, key: str | None = None,
                         image_size: int | None = None) -> Dataset:
     """A ``.npy``/``.npz`` of images whose NaN values are missing pixels (``--mask nan``)."""
-    from .arrays import LABEL_KEYS, from_array
+    from varfam.data.arrays import LABEL_KEYS, from_array
 
     path = Path(path)
     if image_size is not None:

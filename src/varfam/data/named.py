@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import VarfamError
-from ..registry import DATASETS
-from .base import SPLIT_SEED, Dataset, resize_images, split
-from .download import default_cache, fetch
-from .idx import IDX_FILES, find_idx_files, read_idx_folder
+from varfam.data.base import SPLIT_SEED, Dataset, resize_images, split
+from varfam.data.download import default_cache, fetch
+from varfam.data.idx import IDX_FILES, find_idx_files, read_idx_folder
+from varfam.errors import VarfamError
+from varfam.registry import DATASETS
 
 __all__ = ["mnist5k", "digits", "fashion_mnist", "mnist", "FASHION_MNIST_DIR", "SPLIT_SEED"]
 

@@ -48,10 +48,8 @@ import tomllib
 import torch
 from torch import Tensor
 
-from ..errors import VarfamError
-from ..registry import DATASETS
-from .base import SPLIT_SEED, Dataset, held_out_count, one_line, split_indices
-from .columns import (
+from varfam.data.base import SPLIT_SEED, Dataset, held_out_count, one_line, split_indices
+from varfam.data.columns import (
     CONTINUOUS,
     COUNTS,
     DISCRETE_LEVELS,
@@ -60,6 +58,8 @@ from .columns import (
     level_key,
     parse_columns,
 )
+from varfam.errors import VarfamError
+from varfam.registry import DATASETS
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

@@ -7,8 +7,8 @@ with a ``@FAMILIES.register(...)`` class.
 import importlib
 import pkgutil
 
-from .base import Family
-from .gaussian import DiagonalGaussian
+from varfam.families.base import Family
+from varfam.families.gaussian import DiagonalGaussian
 
 for _info in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_info.name}")

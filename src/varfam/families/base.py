@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 from torch.func import functional_call
 
-from ..parts import TrainingHooks
+from varfam.parts import TrainingHooks
 
 __all__ = ["Family", "log_prob_module", "stop_gradient_log_prob"]
 

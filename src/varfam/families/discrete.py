@@ -39,11 +39,11 @@ from torch.distributions import (
 )
 from torch.distributions.transforms import ReshapeTransform
 
-from ..errors import VarfamError
-from ..parts import TrainingHooks
-from ..priors import Encode, Prior
-from ..registry import FAMILIES, PRIORS
-from .base import Family
+from varfam.errors import VarfamError
+from varfam.families.base import Family
+from varfam.parts import TrainingHooks
+from varfam.priors import Encode, Prior
+from varfam.registry import FAMILIES, PRIORS
 
 __all__ = [
     "annealed_temperature",

@@ -31,9 +31,9 @@ from torch import Tensor
 from torch.distributions import Distribution, TransformedDistribution, constraints
 from torch.distributions.transforms import Transform
 
-from ..errors import VarfamError
-from .base import Family
-from .gaussian import DiagonalGaussian
+from varfam.errors import VarfamError
+from varfam.families.base import Family
+from varfam.families.gaussian import DiagonalGaussian
 
 __all__ = [
     "FlowTransform",

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..precision import network_precision
-from ..registry import FAMILIES
-from .flows import FlowFamily, FlowTransform, check_positive
+from varfam.families.flows import FlowFamily, FlowTransform, check_positive
+from varfam.precision import network_precision
+from varfam.registry import FAMILIES
 
 __all__ = ["MaskedLinear", "MADE", "IAFTransform", "CouplingNet", "CouplingTransform",
            "InverseAutoregressiveFlow", "RealNVPFlow"]

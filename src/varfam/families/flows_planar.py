@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..registry import FAMILIES
-from .flows import FlowFamily, FlowTransform, solve_x_plus_tanh
+from varfam.families.flows import FlowFamily, FlowTransform, solve_x_plus_tanh
+from varfam.registry import FAMILIES
 
 __all__ = ["PlanarTransform", "RadialTransform", "PlanarFlow", "RadialFlow"]
 

@@ -36,16 +36,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import VarfamError
-from ..precision import network_precision
-from ..registry import FAMILIES
-from .flows import (
+from varfam.errors import VarfamError
+from varfam.families.flows import (
     FlowFamily,
     FlowTransform,
     check_positive,
     one_plus_tanh_product,
     solve_x_plus_tanh,
 )
+from varfam.precision import network_precision
+from varfam.registry import FAMILIES
 
 __all__ = [
     "SylvesterTransform",

@@ -27,10 +27,10 @@ from torch.distributions import (
     register_kl,
 )
 
-from ..distributions import DiagonalNormal
-from ..errors import VarfamError
-from ..registry import FAMILIES
-from .base import Family
+from varfam.errors import VarfamError
+from varfam.families.base import Family
+from varfam.families.normal import DiagonalNormal
+from varfam.registry import FAMILIES
 
 __all__ = [
     "DiagonalNormal",

@@ -17,10 +17,10 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Laplace, StudentT
 from torch.nn.functional import softplus
 
-from ..errors import VarfamError
-from ..registry import FAMILIES
-from .base import Family
-from .gaussian import positive_scale
+from varfam.errors import VarfamError
+from varfam.families.base import Family
+from varfam.families.gaussian import positive_scale
+from varfam.registry import FAMILIES
 
 __all__ = ["MIN_LEARNED_DF", "DiagonalLaplace", "DiagonalStudentT"]
 

@@ -25,11 +25,11 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints
 
-from ..errors import VarfamError
-from ..precision import network_precision
-from ..registry import FAMILIES
-from .base import Family
-from .gaussian import positive_scale
+from varfam.errors import VarfamError
+from varfam.families.base import Family
+from varfam.families.gaussian import positive_scale
+from varfam.precision import network_precision
+from varfam.registry import FAMILIES
 
 __all__ = ["ConditionalGaussian", "HierarchicalGaussian", "TwoLevelGaussian", "split_top"]
 

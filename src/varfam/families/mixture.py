@@ -40,10 +40,10 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
-from ..errors import VarfamError
-from ..registry import FAMILIES
-from .base import Family
-from .gaussian import positive_scale
+from varfam.errors import VarfamError
+from varfam.families.base import Family
+from varfam.families.gaussian import positive_scale
+from varfam.registry import FAMILIES
 
 __all__ = ["DiagonalGaussianMixture", "GaussianMixture", "mixture_of_diagonal_gaussians"]
 

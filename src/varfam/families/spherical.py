@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Beta, Distribution, constraints, register_kl
 
-from ..errors import VarfamError
-from ..priors import Encode, Prior
-from ..registry import FAMILIES, PRIORS
-from ._sphere_math import householder_rotate, sample_vmf_w, vmf_normalizer
-from .base import Family
+from varfam.errors import VarfamError
+from varfam.families._sphere_math import householder_rotate, sample_vmf_w, vmf_normalizer
+from varfam.families.base import Family
+from varfam.priors import Encode, Prior
+from varfam.registry import FAMILIES, PRIORS
 
 __all__ = [
     "sphere",

@@ -30,19 +30,26 @@ import pkgutil
 
 # import order = registration order = the order `varfam list` shows
 # isort: off
-from .base import Likelihood, check_finite, check_unit_interval
-from .bernoulli import BernoulliLikelihood, ContinuousBernoulliLikelihood, StableContinuousBernoulli
-from .location_scale import GaussianLikelihood, LaplaceLikelihood
-from .eight_bit import (
+from varfam.likelihoods.base import Likelihood, check_finite, check_unit_interval
+from varfam.likelihoods.bernoulli import (
+    BernoulliLikelihood,
+    ContinuousBernoulliLikelihood,
+    StableContinuousBernoulli,
+)
+from varfam.likelihoods.location_scale import GaussianLikelihood, LaplaceLikelihood
+from varfam.likelihoods.eight_bit import (
     CategoricalLikelihood,
     DiscretizedLogisticLikelihood,
     DiscretizedLogisticMixture,
     EightBitCategorical,
     check_eight_bit,
 )
-from .autoregressive import AutoregressiveBernoulliLikelihood, LocalAutoregressiveBernoulli
-from .mixed import MixedColumns, MixedLikelihood, OrderedLogistic
-from .masked import MaskedLikelihood, ObservedOnly
+from varfam.likelihoods.autoregressive import (
+    AutoregressiveBernoulliLikelihood,
+    LocalAutoregressiveBernoulli,
+)
+from varfam.likelihoods.mixed import MixedColumns, MixedLikelihood, OrderedLogistic
+from varfam.likelihoods.masked import MaskedLikelihood, ObservedOnly
 # isort: on
 
 for _info in pkgutil.iter_modules(__path__):

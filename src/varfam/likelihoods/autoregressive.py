@@ -41,10 +41,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from ..errors import VarfamError
-from ..precision import network_precision
-from ..registry import LIKELIHOODS
-from .base import Likelihood, check_unit_interval
+from varfam.errors import VarfamError
+from varfam.likelihoods.base import Likelihood, check_unit_interval
+from varfam.precision import network_precision
+from varfam.registry import LIKELIHOODS
 
 __all__ = ["causal_offsets", "LocalContext", "LocalAutoregressiveBernoulli",
            "AutoregressiveBernoulliLikelihood"]

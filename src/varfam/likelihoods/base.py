@@ -7,8 +7,8 @@ from typing import Any
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent
 
-from ..errors import VarfamError
-from ..parts import TrainingHooks
+from varfam.errors import VarfamError
+from varfam.parts import TrainingHooks
 
 __all__ = ["Likelihood", "check_unit_interval", "check_finite"]
 

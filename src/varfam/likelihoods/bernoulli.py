@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent
 
-from ..registry import LIKELIHOODS
-from .base import Likelihood, check_unit_interval
+from varfam.likelihoods.base import Likelihood, check_unit_interval
+from varfam.registry import LIKELIHOODS
 
 __all__ = [
     "bernoulli_log_prob",

@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Categorical, Distribution, constraints
 
-from ..errors import VarfamError
-from ..priors.base import positive_int
-from ..registry import LIKELIHOODS
-from .base import Likelihood, check_unit_interval
+from varfam.errors import VarfamError
+from varfam.likelihoods.base import Likelihood, check_unit_interval
+from varfam.priors.base import positive_int
+from varfam.registry import LIKELIHOODS
 
 __all__ = [
     "DiscretizedLogisticMixture",

@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Laplace, Normal
 
-from ..errors import VarfamError
-from ..registry import LIKELIHOODS
-from .base import Likelihood, check_finite
+from varfam.errors import VarfamError
+from varfam.likelihoods.base import Likelihood, check_finite
+from varfam.registry import LIKELIHOODS
 
 __all__ = ["GaussianLikelihood", "LaplaceLikelihood", "SCALE_MODES"]
 

@@ -25,9 +25,9 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, constraints
 
-from ..errors import VarfamError
-from ..registry import LIKELIHOODS
-from .base import Likelihood
+from varfam.errors import VarfamError
+from varfam.likelihoods.base import Likelihood
+from varfam.registry import LIKELIHOODS
 
 __all__ = ["MaskedLikelihood", "ObservedOnly"]
 

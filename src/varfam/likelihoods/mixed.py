@@ -58,10 +58,10 @@ from torch.distributions import (
     constraints,
 )
 
-from ..data.columns import Column, parse_columns
-from ..errors import VarfamError
-from ..registry import LIKELIHOODS
-from .base import Likelihood
+from varfam.data.columns import Column, parse_columns
+from varfam.errors import VarfamError
+from varfam.likelihoods.base import Likelihood
+from varfam.registry import LIKELIHOODS
 
 __all__ = [
     "MixedLikelihood",

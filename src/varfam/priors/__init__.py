@@ -19,10 +19,10 @@ import pkgutil
 
 # import order = registration order = the order `varfam list` shows
 # isort: off
-from .base import Encode, Prior, StandardNormal, positive_int
-from .gaussian import GaussianMixturePrior, LearnedGaussian
-from .vamp import VampMixture, VampPrior
-from .flow import FlowPrior
+from varfam.priors.base import Encode, Prior, StandardNormal, positive_int
+from varfam.priors.gaussian import GaussianMixturePrior, LearnedGaussian
+from varfam.priors.vamp import VampMixture, VampPrior
+from varfam.priors.flow import FlowPrior
 # isort: on
 
 for _info in pkgutil.iter_modules(__path__):

@@ -8,10 +8,10 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from ..distributions import DiagonalNormal
-from ..errors import VarfamError
-from ..parts import TrainingHooks
-from ..registry import PRIORS
+from varfam.errors import VarfamError
+from varfam.families.normal import DiagonalNormal
+from varfam.parts import TrainingHooks
+from varfam.registry import PRIORS
 
 __all__ = ["Prior", "StandardNormal", "Encode", "positive_int"]
 

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
-from ..errors import VarfamError
-from ..registry import PRIORS
-from .base import Encode, Prior
+from varfam.errors import VarfamError
+from varfam.priors.base import Encode, Prior
+from varfam.registry import PRIORS
 
 __all__ = ["ConditionalGaussianPrior"]
 

@@ -20,8 +20,8 @@ from types import ModuleType
 
 from torch.distributions import Distribution
 
-from ..registry import PRIORS
-from .base import Encode, Prior, positive_int
+from varfam.priors.base import Encode, Prior, positive_int
+from varfam.registry import PRIORS
 
 __all__ = ["FlowPrior"]
 

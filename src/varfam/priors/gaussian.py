@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
-from ..registry import PRIORS
-from .base import Encode, Prior, positive_int
+from varfam.priors.base import Encode, Prior, positive_int
+from varfam.registry import PRIORS
 
 __all__ = ["LearnedGaussian", "GaussianMixturePrior"]
 

@@ -22,16 +22,16 @@ from typing import Any
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
-from ..errors import VarfamError
-from ..families.hierarchical import (
+from varfam.errors import VarfamError
+from varfam.families.hierarchical import (
     ConditionalGaussian,
     TwoLevelGaussian,
     hidden_widths,
     split_top,
 )
-from ..registry import PRIORS
-from .base import Encode, Prior
-from .vamp import diagonal_normal_params
+from varfam.priors.base import Encode, Prior
+from varfam.priors.vamp import diagonal_normal_params
+from varfam.registry import PRIORS
 
 __all__ = ["HierarchicalPrior", "top_marginal"]
 

@@ -1,0 +1,89 @@
+"""``varfam eval RUN``: test ELBO, importance-sampled log-likelihood, inference gap, latent usage.
+
+Every number is also appended to the run's ``metrics.jsonl`` as a line with
+``"kind": "eval"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from varfam.cli.common import nonnegative_int, positive_float, positive_int
+
+    p = sub.add_parser(
+        "eval",
+        help="test ELBO, importance-sampled log p(x), inference gap, active units, MI, probe",
+    )
+    p.add_argument("run")
+    p.add_argument("--data", help="evaluate on another dataset's test split")
+    p.add_argument("--iw", type=nonnegative_int, default=1000, metavar="K",
+                   help="importance samples per example for log p(x) (default 1000; 0 skips)")
+    p.add_argument("--limit", type=positive_int, metavar="N",
+                   help="evaluate only the first N test examples")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the draws (default 0)")
+    p.add_argument("--memory-mb", type=positive_float, default=8.0,
+                   help="decoder output per importance-sampling chunk (default 8 MB, cache-sized)")
+    p.add_argument("--mi-examples", type=positive_int, default=500, metavar="M",
+                   help="examples whose aggregate posterior gives I(x; z) (default 500)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not append the results to the run's metrics.jsonl")
+    p.set_defaults(func=cmd_eval)
+
+
+def _line(label: str, value, unit: str = "", se=None, digits: int = 3) -> str:
+    if value is None:
+        return f"  {label:34s} {'–':>10s}"
+    text = f"{value:10.{digits}f}" if isinstance(value, float) else f"{value!s:>10s}"
+    if se is not None:
+        text += f" ± {se:.{digits}f}"
+    return f"  {label:34s} {text} {unit}".rstrip()
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from varfam.cli.common import open_run_for_command
+    from varfam.evaluation.bounds import evaluate
+    from varfam.reporting.page import append_eval_line
+    from varfam.runs.folder import run_eval_data
+
+    model, cfg = open_run_for_command(args.run)
+    data = run_eval_data(cfg, args.data)
+    m = evaluate(model, data, iw=args.iw, limit=args.limit, seed=args.seed,
+                 memory_mb=args.memory_mb, mi_examples=args.mi_examples)
+    if not args.no_record:
+        append_eval_line(args.run, m, source="eval", data=args.data or cfg.train.data,
+                         limit=args.limit, seed=args.seed)
+    if args.json:
+        print(json.dumps({"run": args.run, "data": args.data or cfg.train.data, **m}))
+        return 0
+    print(f"{args.run}: {m['n']} test examples of {args.data or cfg.train.data}, "
+          f"K = {m['iw']} importance samples ({m['seconds']:.1f} s)")
+    given = "|y" if m.get("conditional") else ""  # a run conditioned on labels: p(x|y)
+    if given:
+        print("  (conditioned on the test labels y: q(z|x, y), p(z|y), p(x|z, y))")
+    print(_line(f"ELBO of log p(x{given})", m["elbo"], "nats", m["elbo_se"]))
+    print(_line("  reconstruction", m["reconstruction"], "nats"))
+    print(_line("  KL", m["kl"], "nats"))
+    print(_line(f"log p(x{given}) (importance sampled)", m["log_likelihood"], "nats",
+                m["log_likelihood_se"]))
+    print(_line("inference gap log p(x) - ELBO", m["inference_gap"], "nats",
+                m["inference_gap_se"]))
+    if m["elbo_bpd"] is not None:
+        print(_line("-ELBO", m["elbo_bpd"], "bits/dim", digits=4))
+        print(_line("-log p(x)", m["log_likelihood_bpd"], "bits/dim", digits=4))
+    print(_line("active units", f"{m['active_units']}/{m['latent_dim']}"))
+    if m["kl_per_dim"] is not None:
+        print("  KL per dimension (nats)          " +
+              " ".join(f"{v:.2f}" for v in m["kl_per_dim"]))
+    print(_line("mutual information I(x; z)", m["mutual_information"], "nats"))
+    print(_line("probe accuracy", m["probe_accuracy"]))
+    if m.get("accuracy") is not None or m.get("marginal_log_likelihood") is not None:
+        print(_line("test accuracy of q(y|x)", m.get("accuracy"), digits=4))
+        print(_line("log p(x), y summed out", m.get("marginal_log_likelihood"), "nats",
+                    m.get("marginal_log_likelihood_se")))
+    return 0

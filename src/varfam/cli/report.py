@@ -1,0 +1,32 @@
+"""``varfam report RUN``: measure a run and write its self-contained ``report.html``."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from varfam.cli.common import nonnegative_int, positive_int
+
+    p = sub.add_parser("report", help="write RUN/report.html: curves, metrics and pictures")
+    p.add_argument("run")
+    p.add_argument("--data", help="measure on another dataset's test split")
+    p.add_argument("--iw", type=nonnegative_int, default=100, metavar="K",
+                   help="importance samples per example for log p(x) (default 100)")
+    p.add_argument("--limit", type=positive_int, default=500, metavar="N",
+                   help="measure the first N test examples (default 500)")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--no-record", action="store_true",
+                   help="do not append the metrics to the run's metrics.jsonl")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from varfam.reporting.page import write_report
+
+    path = write_report(args.run, data=args.data, iw=args.iw, limit=args.limit, seed=args.seed,
+                        record=not args.no_record)
+    print(path)
+    return 0

@@ -1,0 +1,126 @@
+"""The objective's contract, and the one place that chooses an analytic or Monte Carlo KL.
+
+An objective is called as ``objective(model, x, epoch=e)`` (and ``y=labels`` for a
+model conditioned on labels) and returns an :class:`ObjectiveResult` whose ``loss``
+is minimised (a scalar, mean over the batch) and whose per-example terms ``elbo``,
+``reconstruction`` and ``kl`` are (B,) tensors in nats. Subclasses implement
+:meth:`Objective.terms`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+from torch.distributions import Distribution, Independent, kl_divergence
+
+from varfam.errors import VarfamError
+from varfam.objectives.labelled import labelled_objective
+from varfam.objectives.terms import ObjectiveResult, Terms
+
+if TYPE_CHECKING:  # pragma: no cover
+    from varfam.model import VAE
+
+__all__ = ["Objective", "kl_term", "kl_per_dimension", "ESTIMATORS", "non_negative"]
+
+
+ESTIMATORS = ("plain", "stl", "dreg")
+
+
+def kl_term(
+    q: Distribution,
+    p: Distribution,
+    z: Tensor,
+    log_q: Tensor | None = None,
+    log_p: Tensor | None = None,
+) -> Tensor:
+    """KL(q || p) per example, shape ``z.shape[:-1]``, in nats.
+
+    Uses the closed form registered with ``torch.distributions.kl`` where one
+    exists; otherwise the Monte Carlo estimate ``log q(z) - log p(z)`` on the same
+    ``z`` that feeds the decoder (one estimate per sample when ``z`` has sample
+    dimensions). ``log_q``/``log_p``, when given, are those log-densities already
+    evaluated at ``z`` and are used instead of evaluating them again.
+    """
+    try:
+        kl = kl_divergence(q, p)
+    except NotImplementedError:
+        lq = q.log_prob(z) if log_q is None else log_q
+        lp = p.log_prob(z) if log_p is None else log_p
+        return lq - lp
+    lead = z.shape[:-1]
+    return kl if kl.shape == lead else kl.expand(lead)
+
+
+def kl_per_dimension(q: Distribution, p: Distribution) -> Tensor | None:
+    """Closed-form KL per latent dimension, shape (B, D), when q and p factorize.
+
+    Returns ``None`` when either is not a product of independent dimensions with
+    a registered KL (then only the total KL is defined).
+    """
+    if not (isinstance(q, Independent) and isinstance(p, Independent)):
+        return None
+    if q.reinterpreted_batch_ndims != 1 or p.reinterpreted_batch_ndims != 1:
+        return None
+    try:
+        return kl_divergence(q.base_dist, p.base_dist)
+    except NotImplementedError:
+        return None
+
+
+class Objective:
+    """Base class: ``objective(model, x, epoch=..., y=None)`` → :class:`ObjectiveResult`.
+
+    Subclasses implement :meth:`terms`, the per-example bound for ``x`` (and labels
+    ``y`` of a model conditioned on labels). ``epoch`` is fractional (``epoch + i / n``
+    at batch i of n). A compiled training step (``TrainConfig.compile``) passes it as
+    a 0-d float64 tensor, so that a new value does not recompile the step: use it in
+    arithmetic, not in Python branches.
+
+    With labels ``y`` (B,) int64 (``-1`` where hidden) the bound is conditioned on y
+    where it is known and sums y out exactly where it is hidden, and a model with a
+    classifier adds ``alpha · log q(y|x)`` for labelled rows
+    (:func:`varfam.objectives.labelled.labelled_objective`, the M2 objective of Kingma et al.
+    2014). ``alpha`` and ``labelled_share`` (N_labelled / N of the training data) are
+    options of every objective; the training loop sets them from the data.
+    """
+
+    alpha: float | None = None
+    labelled_share: float | None = None
+
+    def _labelled_options(self, owner: str, alpha: float | None,
+                          labelled_share: float | None) -> None:
+        if alpha is not None:
+            non_negative(owner, alpha=alpha)
+        if labelled_share is not None and not (
+            isinstance(labelled_share, (int, float)) and 0 < labelled_share <= 1
+        ):
+            raise VarfamError(
+                f"{owner}: option labelled_share must be in (0, 1], got {labelled_share!r}"
+            )
+        self.alpha = None if alpha is None else float(alpha)
+        self.labelled_share = None if labelled_share is None else float(labelled_share)
+
+    def terms(
+        self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0, y: Tensor | None = None
+    ) -> Terms:
+        raise NotImplementedError  # pragma: no cover
+
+    def __call__(
+        self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0, y: Tensor | None = None
+    ) -> ObjectiveResult:
+        if y is not None and model.uses_labels and model.condition.classifier is not None:
+            return ObjectiveResult(*labelled_objective(
+                self.terms, model, x, y, epoch, alpha=self.alpha,
+                labelled_share=self.labelled_share))
+        t = self.terms(model, x, epoch, y if model.uses_labels else None)
+        loss = -t.surrogate.mean() if t.negated is None else t.negated.mean()
+        return ObjectiveResult(loss, t.elbo, t.reconstruction, t.kl)
+
+
+def non_negative(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise VarfamError(
+                f"{owner}: option {name} must be a non-negative number, got {value!r}"
+            )

@@ -1,0 +1,373 @@
+"""Pictures: image grids, reconstructions, prior samples, interpolations, the latent map.
+
+Grids are assembled with numpy and written with Pillow (exact pixels, fast);
+the latent map uses matplotlib. Images are (N, C, H, W) or (N, D) tensors in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from varfam.model import VAE
+
+__all__ = [
+    "as_images",
+    "image_grid",
+    "save_grid",
+    "reconstruction_grid",
+    "sample_grid",
+    "interpolation_grid",
+    "latent_map",
+    "pca_2d",
+    "save_latent_map",
+    "write_run_pictures",
+    "to_latent_support",
+    "traversal_grid",
+    "manifold_grid",
+    "class_grid",
+    "label_rows",
+    "save_class_grid",
+]
+
+
+def as_images(x: Tensor) -> Tensor:
+    """View data as (N, C, H, W): vectors (N, D) become a square-ish 1-channel image."""
+    if x.dim() == 4:
+        return x
+    if x.dim() == 3:
+        return x.unsqueeze(1)
+    d = x.shape[1]
+    side = math.isqrt(d)
+    if side * side == d:
+        return x.view(-1, 1, side, side)
+    return x.view(-1, 1, 1, d)
+
+
+def image_grid(images: Tensor, ncol: int, pad: int = 2, scale: int = 1) -> Image.Image:
+    """Tile images (N, C, H, W) in [0, 1] into one PIL image, ``ncol`` per row."""
+    images = as_images(images.detach().float().cpu()).clamp(0, 1)
+    n, c, h, w = images.shape
+    nrow = max(1, -(-n // ncol))
+    grid = np.ones((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
+    for k in range(n):
+        r, q = divmod(k, ncol)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        grid[:, y : y + h, x : x + w] = images[k].numpy()
+    arr = (grid * 255 + 0.5).astype(np.uint8)
+    img = Image.fromarray(arr[0] if c == 1 else arr[:3].transpose(1, 2, 0))
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img
+
+
+def _auto_scale(images: Tensor) -> int:
+    h = as_images(images).shape[-2]
+    return max(1, 56 // h) if h < 56 else 1
+
+
+def save_grid(images: Tensor, path: str | Path, ncol: int = 8) -> Path:
+    """Write images as a PNG grid (small images are enlarged for viewing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images, ncol, scale=_auto_scale(images)).save(path)
+    return path
+
+
+@torch.no_grad()
+def reconstruction_grid(
+    model: VAE, x: Tensor, draws: int = 1, y: Tensor | None = None
+) -> tuple[Tensor, int]:
+    """Rows of [input, reconstruction × draws]; returns (images, images per row).
+
+    ``y``: the labels of ``x`` for a model conditioned on labels.
+    """
+    rec = model.reconstruct(x.to(model.device), draws=draws,
+                            y=None if y is None else y.to(model.device))
+    rec = rec.unsqueeze(0) if draws == 1 else rec
+    rows = torch.cat([x.to(model.device).unsqueeze(0), rec], 0)  # (1+draws, B, ...)
+    return rows.transpose(0, 1).reshape(-1, *x.shape[1:]), draws + 1
+
+
+@torch.no_grad()
+def sample_grid(model: VAE, n: int = 64) -> Tensor:
+    return model.sample(n)
+
+
+@torch.no_grad()
+def class_grid(model: VAE, per_class: int = 8) -> Tensor:
+    """Class-conditional samples of a model conditioned on labels: one row of ``per_class``
+    draws x ~ p(x|z, y), z ~ p(z|y) per class y, shape (C * per_class, *data_shape)."""
+    c = model.condition.n_classes
+    y = torch.arange(c, device=model.device).repeat_interleave(per_class)
+    return model.sample(c * per_class, y)
+
+
+def label_rows(grid: Image.Image, names: list[str], rows: int) -> Image.Image:
+    """``grid`` with ``names[r]`` written left of its row r (``rows`` rows of equal height)."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(grid)
+    width = max(int(draw.textlength(n, font=font)) for n in names) + 8
+    out = Image.new(grid.mode, (grid.width + width, grid.height), "white" if grid.mode == "RGB"
+                    else 255)
+    out.paste(grid, (width, 0))
+    draw = ImageDraw.Draw(out)
+    height = grid.height / rows
+    for r, name in enumerate(names):
+        draw.text((4, int((r + 0.5) * height) - 6), name, fill="black" if out.mode == "RGB"
+                  else 0, font=font)
+    return out
+
+
+def save_class_grid(model: VAE, path: str | Path, per_class: int = 8) -> Path:
+    """Write :func:`class_grid` as a PNG, each row labelled with its class name."""
+    images = class_grid(model, per_class)
+    names = list(model.condition.names)
+    grid = label_rows(image_grid(images, per_class, scale=_auto_scale(images)), names, len(names))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
+
+
+@torch.no_grad()
+def interpolation_grid(
+    model: VAE, pairs: Tensor, steps: int = 10, y: Tensor | None = None
+) -> Tensor:
+    """Decode straight lines between the latent locations of pairs of inputs.
+
+    ``pairs``: (2P, *data_shape), consecutive items form a pair (an odd last item is
+    left out). Returns (P * steps, *data_shape), one row per pair. Spherical families
+    are interpolated along the great circle (spherical linear interpolation). In a
+    model conditioned on labels, ``y`` holds the pairs' labels: each end is encoded with
+    its own, and the one-hot label moves linearly from one end's to the other's along
+    the path (the decoder reads it as a probability vector).
+    """
+    if pairs.shape[0] < 2:
+        raise ValueError(f"interpolation needs at least two inputs, got {pairs.shape[0]}")
+    pairs = pairs[: pairs.shape[0] - pairs.shape[0] % 2].to(model.device)
+    labels = model.labels_of(pairs, None if y is None else y[: pairs.shape[0]].to(model.device))
+    z = model.encode_location(pairs) if labels is None else model.encode_location(pairs, labels)
+    a, b = z[0::2], z[1::2]
+    t = torch.linspace(0, 1, steps, device=z.device).view(1, -1, 1)
+    soft = None
+    if labels is not None:  # the label's one-hot code along the same path
+        code = model.condition.one_hot(labels, z)
+        soft = code[0::2, None] + t * (code[1::2] - code[0::2])[:, None]
+        soft = soft.reshape(-1, code.shape[-1])
+    if getattr(model.family, "default_prior", "") == "uniform-sphere":
+        a, b = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
+        omega = torch.acos((a * b).sum(-1).clamp(-1 + 1e-6, 1 - 1e-6)).view(-1, 1, 1)
+        path = (torch.sin((1 - t) * omega) * a[:, None] + torch.sin(t * omega) * b[:, None]) / (
+            torch.sin(omega)
+        )
+    else:
+        path = a[:, None] + t * (b - a)[:, None]
+    return _decoded(model, path.reshape(-1, z.shape[-1]), soft)
+
+
+def _decoded(model: VAE, z: Tensor, y: Tensor | int | None) -> Tensor:
+    """Decoded means of ``z`` (N, D), with labels ``y`` only for a model that reads them."""
+    return (model.decode(z) if y is None else model.decode(z, y)).mean
+
+
+def pca_2d(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Project (N, D) to its two principal axes: (coords (N, 2), mean (D,), axes (D, 2)).
+
+    For D <= 2 the axes are the coordinate axes themselves (D = 1 pads a zero axis).
+    With fewer than two examples beyond the first (N <= 2) there are fewer than two
+    principal axes; the missing one is a zero axis, so coords are always (N, 2).
+    """
+    z = z.double()
+    mean = z.mean(0)
+    d = z.shape[1]
+    if d <= 2:
+        axes = torch.eye(d, 2, dtype=z.dtype)
+    else:
+        _, _, v = torch.linalg.svd(z - mean, full_matrices=False)
+        axes = torch.zeros(d, 2, dtype=z.dtype)
+        k = min(2, v.shape[0])
+        axes[:, :k] = v[:k].T
+    if d <= 2:
+        mean = torch.zeros_like(mean)
+    return ((z - mean) @ axes).float(), mean.float(), axes.float()
+
+
+@torch.no_grad()
+def latent_map(
+    model: VAE, x: Tensor, batch_size: int = 1000, y: Tensor | None = None
+) -> Tensor:
+    """Latent locations (N, D) of ``x``, batched; ``y``: the labels of a model conditioned
+    on labels."""
+    out = [
+        model.encode_location(
+            x[i : i + batch_size].to(model.device),
+            None if y is None else y[i : i + batch_size].to(model.device),
+        ).float().cpu()
+        for i in range(0, x.shape[0], batch_size)
+    ]
+    return torch.cat(out)
+
+
+def save_latent_map(
+    model: VAE, x: Tensor, labels: Tensor | None, path: str | Path
+) -> Path:
+    """Scatter plot of the test set's latent means in 2-D (PCA when D > 2), coloured by label.
+
+    A model conditioned on labels encodes each example with its label.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    coords, _, _ = pca_2d(latent_map(model, x, y=labels if model.uses_labels else None))
+    fig, ax = plt.subplots(figsize=(6, 5.4), dpi=100)
+    if labels is not None:
+        sc = ax.scatter(coords[:, 0], coords[:, 1], c=labels.cpu(), cmap="tab10", s=6, alpha=0.8)
+        ax.legend(*sc.legend_elements(), title="label", loc="best", fontsize=7)
+    else:
+        ax.scatter(coords[:, 0], coords[:, 1], s=6, alpha=0.8)
+    two_d = model.latent_dim <= 2
+    ax.set_xlabel("z1" if two_d else "principal axis 1")
+    ax.set_ylabel("z2" if two_d else "principal axis 2")
+    n = x.shape[0]
+    ax.set_title(f"latent means of {n} test example{'s' if n != 1 else ''}")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_run_pictures(
+    model: VAE, test: Tensor, labels: Tensor | None, run_dir: str | Path, seed: int = 0
+) -> dict[str, Path]:
+    """Write reconstructions.png, samples.png, interpolation.png and latent.png into ``run_dir``.
+
+    Any number of test examples works: interpolation.png needs two and is left out
+    with one. A model conditioned on labels reads the test ``labels``, and its
+    samples.png holds one row of class-conditional samples per class, named.
+    """
+    run_dir = Path(run_dir)
+    model.eval()
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        y = labels if model.uses_labels else None
+        rec, per_row = reconstruction_grid(model, test[:16], draws=1,
+                                           y=None if y is None else y[:16])
+        out = {
+            "reconstructions": save_grid(rec, run_dir / "reconstructions.png", ncol=4 * per_row),
+            "samples": save_class_grid(model, run_dir / "samples.png") if model.uses_labels
+            else save_grid(sample_grid(model, 64), run_dir / "samples.png", ncol=8),
+        }
+        if test.shape[0] >= 2:
+            out["interpolation"] = save_grid(
+                interpolation_grid(model, test[:8], steps=10, y=None if y is None else y[:8]),
+                run_dir / "interpolation.png", ncol=10,
+            )
+        out["latent"] = save_latent_map(model, test, labels, run_dir / "latent.png")
+    finally:
+        torch.set_rng_state(state)
+    return out
+
+
+def to_latent_support(z: Tensor, support: str) -> Tensor:
+    """Project latents (..., D) onto a family's ``latent_support`` (see ``Family``).
+
+    ``real`` is left alone, ``sphere`` is normalized to unit length, ``unit-cube``
+    clamped to [0, 1] and ``simplex`` clamped at 0 and renormalized to sum to 1.
+    """
+    if support == "sphere":
+        return torch.nn.functional.normalize(z, dim=-1)
+    if support == "unit-cube":
+        return z.clamp(0, 1)
+    if support == "simplex":
+        z = z.clamp_min(0)
+        total = z.sum(-1, keepdim=True)
+        uniform = torch.full_like(z, 1 / z.shape[-1])
+        return torch.where(total > 0, z / total.clamp_min(1e-12), uniform)
+    return z
+
+
+@torch.no_grad()
+def traversal_grid(
+    model: VAE, base: Tensor, dims: list[int], steps: int = 9, span: float = 3.0,
+    label: int | None = None,
+) -> Tensor:
+    """Latent traversals: one row per dimension in ``dims``, ``steps`` images per row.
+
+    Row ``r`` decodes ``base`` (D,) with dimension ``dims[r]`` set to
+    ``base[u] + t`` for ``t`` in ``linspace(-span, span, steps)``, projected onto the
+    family's support (on the unit cube the dimension runs over [0, 1]; on the
+    simplex the code moves from ``base`` to the vertex ``e_u``). Returns decoded
+    means, shape (len(dims) * steps, *data_shape). ``label``: the class every image is
+    decoded with, in a model conditioned on labels.
+    """
+    support = getattr(model.family, "latent_support", "real")
+    base = base.to(model.device, torch.float32)
+    t = torch.linspace(-span, span, steps, device=base.device)
+    s = torch.linspace(0, 1, steps, device=base.device)
+    z = base.expand(len(dims), steps, base.shape[-1]).clone()
+    for r, u in enumerate(dims):
+        if support == "unit-cube":
+            z[r, :, u] = s
+        elif support == "simplex":
+            vertex = torch.zeros_like(base)
+            vertex[u] = 1.0
+            z[r] = (1 - s)[:, None] * base + s[:, None] * vertex
+        else:
+            z[r, :, u] = base[u] + t
+    z = to_latent_support(z, support)
+    return _decoded(model, z.reshape(-1, z.shape[-1]), label)
+
+
+@torch.no_grad()
+def manifold_grid(
+    model: VAE, n: int = 15, locations: Tensor | None = None, label: int | None = None
+) -> Tensor:
+    """Decode an n × n grid over a 2-D latent square: (n * n, *data_shape), z2 decreasing by row.
+
+    With real latents and a prior that has a mean and standard deviation, the grid
+    is the prior's Gaussian quantiles 5 %..95 % on each axis, as in Kingma & Welling
+    (2014), "Auto-Encoding Variational Bayes", Fig. 4. Otherwise it spans the 1 %..99 %
+    quantiles of ``locations`` (N, 2), the test set's latent means, or [-3, 3]².
+    ``label``: the class of a model conditioned on labels (the grid spans p(z|y), and
+    every image is decoded with it).
+    """
+    if model.latent_dim != 2:
+        raise ValueError("the manifold grid needs a 2-D latent space")
+    support = getattr(model.family, "latent_support", "real")
+    unit = torch.linspace(0.05, 0.95, n)
+    axes = None
+    if support == "real":
+        try:
+            p = model.prior_distribution(None if label is None else [label])
+            mean = p.mean.float().cpu().reshape(-1)
+            std = p.stddev.float().cpu().reshape(-1)
+            if bool(torch.isfinite(mean).all() and torch.isfinite(std).all()):
+                gauss = torch.distributions.Normal(0.0, 1.0).icdf(unit)
+                axes = [mean[i] + std[i] * gauss for i in range(2)]
+        except (NotImplementedError, AttributeError, RuntimeError):
+            axes = None
+    if axes is None:
+        if locations is not None and locations.shape[0] > 1:
+            lo = torch.quantile(locations.float().cpu(), 0.01, dim=0)
+            hi = torch.quantile(locations.float().cpu(), 0.99, dim=0)
+        else:
+            lo, hi = torch.full((2,), -3.0), torch.full((2,), 3.0)
+        axes = [lo[i] + (hi[i] - lo[i]) * torch.linspace(0, 1, n) for i in range(2)]
+    z1, z2 = axes[0], axes[1].flip(0)
+    grid = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], -1).reshape(-1, 2)
+    z = to_latent_support(grid.to(model.device), support)
+    return _decoded(model, z, label)

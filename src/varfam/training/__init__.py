@@ -1,0 +1,17 @@
+"""Training: the loop, its state, the step, callbacks, trackers and DDP.
+
+:func:`train` (``varfam.train``) is the whole loop on one screen
+(:mod:`varfam.training.loop`); :class:`TrainState` is exactly what a checkpoint
+holds; everything that only watches or reacts is a :class:`Callback`.
+"""
+
+from __future__ import annotations
+
+from varfam.training.callbacks import Callback, CallbackList, TrainingRun
+from varfam.training.loop import TrainingInterrupted, train
+from varfam.training.state import TrainResult, TrainState
+
+__all__ = [
+    "train", "TrainResult", "TrainState", "TrainingInterrupted", "Callback", "CallbackList",
+    "TrainingRun",
+]

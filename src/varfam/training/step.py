@@ -1,0 +1,92 @@
+"""The loss of one training batch: bf16 autocast, DDP's wrapper, ``torch.compile``.
+
+:func:`loss_function` returns ``loss_of(x, weight, epoch)``, the scalar loss the
+optimizer minimises for one batch (or one rank's share of it). The trainer calls
+it once per step and rebuilds it only when the set of trained parameters changes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from varfam.errors import VarfamError
+from varfam.precision import autocast
+
+if TYPE_CHECKING:  # pragma: no cover
+    from varfam.model import VAE
+    from varfam.objectives import Objective
+
+__all__ = ["LossFunction", "loss_function", "check_compiler"]
+
+#: ``loss_of(x, weight, epoch, y)``; ``y``: the batch's labels for a model conditioned on them.
+LossFunction = Callable[[torch.Tensor, float, float, "torch.Tensor | None"], torch.Tensor]
+
+
+def loss_function(
+    model: VAE,
+    objective: Objective,
+    step_module: torch.nn.Module | None,
+    device: torch.device,
+    bf16: bool,
+    compile: str | None,
+) -> LossFunction:
+    """``loss_of(x, weight, epoch, y=None)``: the scalar training loss of one batch (share).
+
+    Under DDP the loss comes from ``step_module`` (``weight`` is the share's weight);
+    with ``compile`` (a :data:`varfam.config.COMPILE_MODES` mode) the whole forward
+    pass, and so its backward pass, is compiled by ``torch.compile`` (one graph per
+    batch shape: the full batch and the last one).
+    """
+
+    def plain_loss_of(
+        x: torch.Tensor, weight: float, epoch: float, y: torch.Tensor | None = None
+    ) -> torch.Tensor:  # one process: the objective's loss, as it is
+        return objective(model, x, epoch=epoch, y=y).loss
+
+    step = plain_loss_of if step_module is None else step_module
+
+    def loss_of(
+        x: torch.Tensor, weight: float, epoch: float, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        with autocast(device, bf16):
+            return step(x, weight, epoch, y)
+
+    if not compile:
+        return plain_loss_of if step_module is None and not bf16 else loss_of
+    check_compiler(device)
+    compiled = torch.compile(loss_of, dynamic=False, options=_compile_options(compile, device))
+
+    def compiled_loss_of(
+        x: torch.Tensor, weight: float, epoch: float, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # tensors, not Python numbers, so that a new epoch or share weight is no new graph
+        return compiled(x, torch.tensor(weight, dtype=torch.float64),
+                        torch.tensor(epoch, dtype=torch.float64), y)
+
+    return compiled_loss_of
+
+
+def _compile_options(mode: str, device: torch.device) -> dict[str, Any] | None:
+    """Inductor options of a compile mode (``max-autotune``: benchmark GEMM kernels)."""
+    if mode == "default":
+        return None
+    # on a CPU the generated code also calls its kernels from C++, not Python
+    return {"max_autotune": True, "cpp_wrapper": device.type == "cpu"}
+
+
+def check_compiler(device: torch.device) -> None:
+    """torch.compile's code generator needs Triton on a GPU, a C++ compiler on a CPU."""
+    if device.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            raise VarfamError("--compile on a GPU needs Triton (pip install triton)")
+    elif not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")):
+        raise VarfamError(
+            "--compile needs a C++ compiler (g++ or clang++; apt-get install g++), "
+            "or train without --compile"
+        )
