@@ -59,6 +59,9 @@ __all__ = [
     "rows_per_block",
     "scores_observed_only",
     "check_positive",
+    "check_contamination",
+    "threshold_for",
+    "flags",
 ]
 
 
@@ -225,3 +228,32 @@ def check_positive(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise VarfamError(f"{what} must be a whole number of at least 1, got {value!r}")
     return value
+
+
+def check_contamination(contamination: Any) -> float:
+    """The expected share of anomalies, a number in (0, 0.5]; a one-line error otherwise."""
+    ok = (not isinstance(contamination, bool) and isinstance(contamination, (int, float))
+          and 0 < contamination <= 0.5)
+    if not ok:
+        raise VarfamError(
+            f"contamination must be a share of anomalies in (0, 0.5], got {contamination!r}"
+        )
+    return float(contamination)
+
+
+def threshold_for(scores: Tensor | np.ndarray, contamination: float) -> float:
+    """The score above which the top ``contamination`` share of ``scores`` (N,) lies.
+
+    The ``100 (1 - contamination)``-th percentile (linear interpolation), as scikit-learn's
+    ``IsolationForest`` sets its ``offset_``; rows scoring above it are flagged.
+    """
+    c = check_contamination(contamination)
+    values = np.asarray(scores, dtype=np.float64)
+    if values.size == 0:
+        raise VarfamError("there are no scores to set a threshold from")
+    return float(np.percentile(values, 100.0 * (1.0 - c)))
+
+
+def flags(scores: Tensor | np.ndarray, threshold: float) -> np.ndarray:
+    """Whether each score (N,) lies above ``threshold``: (N,) bool, True = anomalous."""
+    return np.asarray(scores, dtype=np.float64) > threshold
