@@ -23,6 +23,7 @@ from varfam.cli import (
     reconstruct,
     report,
     sample,
+    score,
     share,
     tables,
     train,
@@ -34,7 +35,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: The subcommand modules; each adds its parser(s) with ``register(subparsers)``.
 COMMANDS = (train, sample, reconstruct, interpolate, encode, decode, listing, evaluate,
-            compare, report, explore, classify, tables, share)
+            score, compare, report, explore, classify, tables, share)
 
 
 def build_parser() -> argparse.ArgumentParser:
