@@ -9,14 +9,21 @@ The choice between an analytic KL and a Monte Carlo estimate is made in one
 place, :func:`kl_term`, and every objective and evaluation uses it.
 
 Built in: ``elbo`` (β, KL warm-up, free bits) and ``iwae`` (k importance samples,
-with the plain, STL or DReG gradient estimator for the inference network).
+with the plain, STL or DReG gradient estimator for the inference network); the
+disentangling objectives ``betatc`` (β-TCVAE), ``dip`` (DIP-VAE I and II), ``capacity``
+(an annealed KL capacity) and ``factorvae`` (a discriminator trained beside the model,
+through the objective's auxiliary modules).
 """
 
 from __future__ import annotations
 
 from varfam.families.base import log_prob_module, stop_gradient_log_prob
 from varfam.objectives.base import ESTIMATORS, Objective, kl_per_dimension, kl_term
+from varfam.objectives.betatc import BetaTC
+from varfam.objectives.capacity import Capacity
+from varfam.objectives.dip import Dip
 from varfam.objectives.elbo import Elbo
+from varfam.objectives.factorvae import FactorVae
 from varfam.objectives.iwae import Iwae
 from varfam.objectives.terms import ObjectiveResult, Terms
 
@@ -26,6 +33,10 @@ __all__ = [
     "Terms",
     "Elbo",
     "Iwae",
+    "BetaTC",
+    "Dip",
+    "Capacity",
+    "FactorVae",
     "kl_term",
     "kl_per_dimension",
     "stop_gradient_log_prob",

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, kl_divergence
 
 from varfam.errors import VarfamError
 from varfam.objectives.labelled import labelled_objective
 from varfam.objectives.terms import ObjectiveResult, Terms
+from varfam.precision import fp32
 
 if TYPE_CHECKING:  # pragma: no cover
     from varfam.model import VAE
 
-__all__ = ["Objective", "kl_term", "kl_per_dimension", "ESTIMATORS", "non_negative"]
+__all__ = ["Objective", "kl_term", "kl_per_dimension", "ESTIMATORS", "non_negative",
+           "probe_posterior"]
 
 
 ESTIMATORS = ("plain", "stl", "dreg")
@@ -83,10 +86,51 @@ class Objective:
     (:func:`varfam.objectives.labelled.labelled_objective`, the M2 objective of Kingma et al.
     2014). ``alpha`` and ``labelled_share`` (N_labelled / N of the training data) are
     options of every objective; the training loop sets them from the data.
+
+    **What the loop tells an objective, and what an objective may own.** Before the
+    first step (and before anything is written) the loop calls :meth:`prepare` with the
+    model, the number N of training examples and the rows of a batch on this process;
+    the base records N as ``data_size`` (β-TCVAE's estimator of q(z) reads it) and an
+    objective refuses there, in one :class:`VarfamError` line, a model or batch it
+    cannot train. An objective may own *auxiliary modules* with their own optimizer
+    (FactorVAE's discriminator): :meth:`auxiliary_modules`, :meth:`auxiliary_optimizer`
+    and :meth:`auxiliary_loss`. The loop steps them after every step of the model, the
+    model's optimizer never sees their parameters, the checkpoint saves and restores
+    both (so ``--resume`` stays exact), ``model.safetensors`` leaves them out, and under
+    DDP their gradients are averaged over the processes like the model's.
     """
 
     alpha: float | None = None
     labelled_share: float | None = None
+    #: N, the number of training examples (set by :meth:`prepare`; ``None`` before).
+    data_size: int | None = None
+
+    def prepare(self, model: VAE, *, data_size: int, batch_size: int) -> None:
+        """Called once by the training loop before the first step (module doc).
+
+        ``data_size``: N, the training examples; ``batch_size``: the rows of one batch on
+        this process (the global batch over the processes, rounded down). The loop seeds
+        torch from the run's seed around this call, so auxiliary modules built here start
+        from the same weights in every run with that seed.
+        """
+        if isinstance(data_size, bool) or not isinstance(data_size, int) or data_size < 1:
+            raise VarfamError(f"the data size must be a positive integer, got {data_size!r}")
+        self.data_size = data_size
+
+    def auxiliary_modules(self) -> nn.Module | None:
+        """The modules this objective trains itself (not parts of the model), or ``None``."""
+        return None
+
+    def auxiliary_optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimizer of :meth:`auxiliary_modules` (``None`` when there are none)."""
+        return None
+
+    def auxiliary_loss(
+        self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0, y: Tensor | None = None
+    ) -> Tensor:
+        """The scalar loss of :meth:`auxiliary_modules` on the batch ``x`` (B, *data_shape),
+        minimised by :meth:`auxiliary_optimizer` right after the model's step on ``x``."""
+        raise NotImplementedError  # pragma: no cover - only objectives with auxiliary modules
 
     def _labelled_options(self, owner: str, alpha: float | None,
                           labelled_share: float | None) -> None:
@@ -124,3 +168,14 @@ def non_negative(owner: str, **values: float) -> None:
             raise VarfamError(
                 f"{owner}: option {name} must be a non-negative number, got {value!r}"
             )
+
+
+def probe_posterior(model: VAE) -> Distribution | None:
+    """q(z|x) of the family on two all-zero feature rows (no data needed), to check before
+    training that an objective can use it; ``None`` when the family cannot be probed so."""
+    family = model.family
+    try:
+        with torch.no_grad(), fp32():
+            return family(torch.zeros(2, family.feature_dim, device=model.device))
+    except Exception:  # noqa: BLE001 - a family that needs more than features: check later
+        return None

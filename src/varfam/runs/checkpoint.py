@@ -152,28 +152,65 @@ def save_checkpoint(
     rng: dict[str, torch.Tensor],
     info: dict[str, Any],
     average: dict[str, torch.Tensor] | None = None,
+    auxiliary: Auxiliary | None = None,
 ) -> None:
     """Write weights, optimizer state, RNG states and ``info`` (JSON-able) to one file.
 
     ``average``: the state of a moving average of the weights, if training keeps one.
+    ``auxiliary``: the objective's auxiliary modules and their optimizer (FactorVAE's
+    discriminator), saved as ``auxiliary.*`` and ``auxiliary_optim.*`` beside the model's.
     """
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"average.{k}": v for k, v in (average or {}).items()})
+    groups, plain_state = _optimizer_state(optimizer, "optim", tensors)
+    tensors.update({f"rng.{k}": v for k, v in rng.items()})
+    meta = {
+        "info": json.dumps(info),
+        "param_groups": json.dumps(groups),
+        "optim_plain": json.dumps(plain_state),
+    }
+    if auxiliary is not None:
+        modules, aux_optimizer = auxiliary
+        tensors.update({f"auxiliary.{k}": v for k, v in modules.state_dict().items()})
+        aux_groups, aux_plain = _optimizer_state(aux_optimizer, "auxiliary_optim", tensors)
+        meta["auxiliary_param_groups"] = json.dumps(aux_groups)
+        meta["auxiliary_optim_plain"] = json.dumps(aux_plain)
+    atomic_write(path, lambda tmp: save_file(_contiguous(tensors), tmp, metadata=meta))
+
+
+#: An objective's auxiliary modules and their optimizer (see ``Objective.auxiliary_modules``).
+Auxiliary = tuple[torch.nn.Module, torch.optim.Optimizer]
+
+
+def _optimizer_state(
+    optimizer: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor]
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Put the optimizer's tensors into ``tensors`` as ``PREFIX.IDX.NAME``; return its
+    parameter groups and its other (JSON-able) state."""
     opt = optimizer.state_dict()
     plain_state: dict[str, dict[str, Any]] = {}
     for idx, entry in opt["state"].items():
         for name, value in entry.items():
             if torch.is_tensor(value):
-                tensors[f"optim.{idx}.{name}"] = value
+                tensors[f"{prefix}.{idx}.{name}"] = value
             else:
                 plain_state.setdefault(str(idx), {})[name] = value
-    tensors.update({f"rng.{k}": v for k, v in rng.items()})
-    meta = {
-        "info": json.dumps(info),
-        "param_groups": json.dumps(opt["param_groups"]),
-        "optim_plain": json.dumps(plain_state),
-    }
-    atomic_write(path, lambda tmp: save_file(_contiguous(tensors), tmp, metadata=meta))
+    return opt["param_groups"], plain_state
+
+
+def _load_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str,
+    groups: list[dict[str, Any]], plain: dict[str, dict[str, Any]],
+) -> None:
+    """The inverse of :func:`_optimizer_state`."""
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith(prefix + "."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    for idx, entry in plain.items():
+        state.setdefault(int(idx), {}).update(entry)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def load_checkpoint(
@@ -181,12 +218,15 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     average: Any = None,
+    auxiliary: Auxiliary | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Restore ``model`` (and ``optimizer``) from a checkpoint; return (rng states, info).
 
     ``average`` (an object with ``load_state_dict``, e.g. a
     :class:`varfam.training.averaging.WeightAverage`) receives the saved moving average of the
-    weights when the checkpoint has one; otherwise it is left as it is.
+    weights when the checkpoint has one; otherwise it is left as it is. ``auxiliary``: the
+    objective's auxiliary modules and optimizer, restored from the checkpoint (which must
+    hold them).
     """
     path = Path(path)
     tensors, meta = _read_safetensors(path)
@@ -198,14 +238,19 @@ def load_checkpoint(
         raise VarfamError(f"{path} is not a varfam checkpoint (its metadata is missing)") from None
     _load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     if optimizer is not None:
-        state: dict[int, dict[str, Any]] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, idx, name = k.split(".", 2)
-                state.setdefault(int(idx), {})[name] = v
-        for idx, entry in plain.items():
-            state.setdefault(int(idx), {}).update(entry)
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        _load_optimizer(optimizer, tensors, "optim", groups, plain)
+    if auxiliary is not None:
+        modules, aux_optimizer = auxiliary
+        if "auxiliary_param_groups" not in meta:
+            raise VarfamError(
+                f"{path} holds no state of the objective's auxiliary modules (it was written "
+                "by another objective); start the training again without --resume"
+            )
+        _load_state(modules, {k[10:]: v for k, v in tensors.items()
+                              if k.startswith("auxiliary.")}, path)
+        _load_optimizer(aux_optimizer, tensors, "auxiliary_optim",
+                        json.loads(meta["auxiliary_param_groups"]),
+                        json.loads(meta["auxiliary_optim_plain"]))
     averaged = {k[8:]: v for k, v in tensors.items() if k.startswith("average.")}
     if average is not None and averaged:
         average.load_state_dict(averaged)

@@ -46,6 +46,7 @@ __all__ = [
     "wrap",
     "all_reduce_max",
     "all_reduce_sum",
+    "average_gradients",
     "barrier",
     "all_gather_bytes",
 ]
@@ -202,6 +203,24 @@ def all_reduce_sum(t: Tensor, ctx: Context) -> Tensor:
     if ctx.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def average_gradients(params: list[Tensor], ctx: Context) -> None:
+    """Each parameter's gradient replaced by its mean over ranks (a no-op for one process).
+
+    For modules DDP does not wrap (an objective's auxiliary modules): one all-reduce of the
+    gradients flattened together; a parameter without a gradient counts as zeros.
+    """
+    if not ctx.distributed or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= ctx.world_size
+    offset = 0
+    for p in params:
+        p.grad = flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
 
 
 def barrier(ctx: Context) -> None:

@@ -64,7 +64,7 @@ from varfam.training.batches import BatchSource, float_chunks, is_file_backed
 from varfam.training.callbacks import Callback, CallbackList, TrainingRun, builtin_callbacks
 from varfam.training.labels import TrainingLabels
 from varfam.training.state import TrainResult, TrainState
-from varfam.training.step import LossFunction, loss_function
+from varfam.training.step import AuxiliaryStep, LossFunction, auxiliary_step, loss_function
 
 if TYPE_CHECKING:  # pragma: no cover
     from varfam.model import VAE
@@ -75,6 +75,9 @@ __all__ = ["train", "TrainResult", "TrainState", "TrainingInterrupted", "derived
 
 #: Steps between the checks for a non-finite loss (and, under torchrun, for a stop signal).
 CHECK_EVERY = 50
+
+#: The stream of :func:`derived_seed` that seeds an objective's auxiliary modules.
+_AUXILIARY_STREAM = -1
 
 _EVAL_CHUNK = 10_000
 
@@ -210,6 +213,8 @@ class Loop:
     average: WeightAverage | None
     step_module: torch.nn.Module | None = None
     loss_of: LossFunction | None = None
+    #: the step of the objective's auxiliary modules (FactorVAE's discriminator), if any
+    aux_step: AuxiliaryStep | None = None
     gen: torch.Generator = field(default_factory=lambda: torch.Generator(device="cpu"))
     best_weights: dict[str, torch.Tensor] | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -279,8 +284,22 @@ def setup(model: VAE, data: Dataset, cfg: TrainConfig, env: Env, hooks: Callback
         labels=labels,
         train_y=None if labels is None else labels.train.to(train_src.index_device),
     )
+    prepare_objective(loop)
     loop.build_loss()
     return loop
+
+
+def prepare_objective(loop: Loop) -> None:
+    """Tell the objective the data size and batch (it may refuse them, or build auxiliary
+    modules, seeded from the run's seed) and make the step of its auxiliary modules."""
+    env, cfg, device = loop.env, loop.cfg, loop.env.device
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(derived_seed(cfg.seed, _AUXILIARY_STREAM))
+        loop.objective.prepare(loop.model, data_size=len(loop.train_src),
+                               batch_size=max(1, cfg.batch_size // env.ctx.world_size))
+    loop.aux_step = auxiliary_step(loop.model, loop.objective, env.ctx)
 
 
 def start(loop: Loop) -> TrainState:
@@ -331,6 +350,8 @@ def run_epoch(loop: Loop, state: TrainState) -> tuple[torch.Tensor, torch.Tensor
             counted[j] = 0.0
         else:
             adam.step()
+            if loop.aux_step is not None:  # the objective's own modules, after the model
+                loop.aux_step(x, weight, t, y)
             if average is not None:
                 average.update(loop.model)
             losses[j] = loss.detach()
@@ -435,7 +456,8 @@ def restore(loop: Loop) -> TrainState:
             f"{run_dir} has no {CHECKPOINT} to resume from (it stopped before saving any state); "
             "start the training again without --resume"
         )
-    tensors, info = load_checkpoint(path, loop.model, loop.optimizer, loop.average)
+    tensors, info = load_checkpoint(path, loop.model, loop.optimizer, loop.average,
+                                    _auxiliary(loop))
     if "history" not in info:  # a checkpoint written before the history was stored in it
         info["history"] = [r for r in read_records(run_dir)
                            if "kind" not in r and 0 < r.get("epoch", 0) <= int(info["epoch"])]
@@ -518,7 +540,14 @@ def _save_checkpoint(loop: Loop, state: TrainState) -> None:
     info, tensors = state.to_checkpoint(loop.env.ctx.world_size)
     average = loop.average.state_dict() if loop.average is not None else None
     save_checkpoint(loop.env.run_dir / CHECKPOINT, loop.model, loop.optimizer, tensors, info,
-                    average)
+                    average, _auxiliary(loop))
+
+
+def _auxiliary(loop: Loop) -> tuple[torch.nn.Module, torch.optim.Optimizer] | None:
+    """The objective's auxiliary modules and their optimizer, as the checkpoint holds them."""
+    modules = loop.objective.auxiliary_modules()
+    optimizer = loop.objective.auxiliary_optimizer()
+    return None if modules is None or optimizer is None else (modules, optimizer)
 
 
 def _rng_states(device: torch.device, ctx: dist.Context) -> dict[str, torch.Tensor]:

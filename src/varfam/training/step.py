@@ -3,6 +3,8 @@
 :func:`loss_function` returns ``loss_of(x, weight, epoch)``, the scalar loss the
 optimizer minimises for one batch (or one rank's share of it). The trainer calls
 it once per step and rebuilds it only when the set of trained parameters changes.
+:func:`auxiliary_step` is the step of an objective's own modules (FactorVAE's
+discriminator), which the trainer takes right after the model's.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import torch
 
 from varfam.errors import VarfamError
 from varfam.precision import autocast
+from varfam.training import distributed as dist
 
 if TYPE_CHECKING:  # pragma: no cover
     from varfam.model import VAE
     from varfam.objectives import Objective
 
-__all__ = ["LossFunction", "loss_function", "check_compiler"]
+__all__ = ["LossFunction", "loss_function", "check_compiler", "AuxiliaryStep", "auxiliary_step"]
 
 #: ``loss_of(x, weight, epoch, y)``; ``y``: the batch's labels for a model conditioned on them.
 LossFunction = Callable[[torch.Tensor, float, float, "torch.Tensor | None"], torch.Tensor]
@@ -70,6 +73,38 @@ def loss_function(
                         torch.tensor(epoch, dtype=torch.float64), y)
 
     return compiled_loss_of
+
+
+#: ``step(x, weight, epoch, y)``: one optimizer step of an objective's auxiliary modules.
+AuxiliaryStep = Callable[[torch.Tensor, float, float, "torch.Tensor | None"], None]
+
+
+def auxiliary_step(model: VAE, objective: Objective, ctx: dist.Context) -> AuxiliaryStep | None:
+    """The step of ``objective``'s auxiliary modules, or ``None`` when it has none.
+
+    ``step(x, weight, epoch, y)`` zeroes their gradients (the model's loss may have left
+    some there: the objective's term reads them, but only the model's optimizer steps on
+    that loss), minimises ``weight * objective.auxiliary_loss(model, x, epoch, y)`` with
+    the objective's optimizer, and under DDP averages their gradients over the ranks
+    first (``weight`` is the rank's share weight, so the average is the whole batch's
+    gradient). Not compiled, in full precision.
+    """
+    modules = objective.auxiliary_modules()
+    if modules is None:
+        return None
+    optimizer = objective.auxiliary_optimizer()
+    if optimizer is None:
+        raise TypeError(f"{type(objective).__name__} has auxiliary modules but no optimizer")
+    params = [p for p in modules.parameters() if p.requires_grad]
+
+    def step(x: torch.Tensor, weight: float, epoch: float, y: torch.Tensor | None = None) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = objective.auxiliary_loss(model, x, epoch=epoch, y=y)
+        (loss * weight if weight != 1.0 else loss).backward()
+        dist.average_gradients(params, ctx)
+        optimizer.step()
+
+    return step
 
 
 def _compile_options(mode: str, device: torch.device) -> dict[str, Any] | None:
