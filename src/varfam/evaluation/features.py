@@ -245,7 +245,7 @@ def _read_cached(net: FeatureNet, weights: Path, meta: Path) -> dict | None:
 def _write_cached(net: FeatureNet, weights: Path, meta: Path, info: dict) -> None:
     from safetensors.torch import save_file
 
-    from varfam.samplers.base import _atomic_write
+    from varfam.samplers.files import _atomic_write
 
     try:
         state = {k: v.contiguous() for k, v in net.state_dict().items()}

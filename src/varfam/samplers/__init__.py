@@ -11,15 +11,8 @@ from __future__ import annotations
 # isort: off
 from . import prior, gmm, flow, two_stage  # noqa: F401  (register the built-in samplers)
 # isort: on
-from .base import (
-    SAMPLERS,
-    Sampler,
-    encoder_latents,
-    fitted_sampler,
-    load_sampler,
-    model_fingerprint,
-    sampler_paths,
-)
+from .base import SAMPLERS, Sampler, encoder_latents, model_fingerprint
+from .files import fitted_sampler, load_sampler, sampler_paths
 from .flow import FlowSampler
 from .gmm import GaussianMixtureSampler
 from .prior import PriorSampler

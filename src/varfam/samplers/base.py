@@ -18,8 +18,8 @@ A fitted sampler is an ``nn.Module`` whose tensors are saved with safetensors an
 whose settings and findings (options, what was chosen, the latent size, a
 fingerprint of the model's weights) go to a small JSON file beside them; nothing is
 pickled. In a run folder they are ``RUN/samplers/NAME.safetensors`` and
-``RUN/samplers/NAME.json``, written by :func:`fitted_sampler` on first use and read
-afterwards.
+``RUN/samplers/NAME.json``, written by :func:`varfam.samplers.files.fitted_sampler`
+on first use and read afterwards.
 
 Fitted samplers model z in R^D: they serve families whose ``latent_support`` is
 ``"real"`` and refuse the others (the sphere of vMF, the simplex of Gumbel-softmax,
@@ -30,10 +30,7 @@ family.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,9 +58,8 @@ __all__ = [
     "encoder_latents",
     "model_fingerprint",
     "fit_by_adam",
-    "sampler_paths",
-    "load_sampler",
-    "fitted_sampler",
+    "check_serves",
+    "seeded",
 ]
 
 #: Version of the JSON beside a saved sampler's tensors.
@@ -196,21 +192,11 @@ class Sampler(nn.Module):
 
     # ---------------------------------------------------------------- files
     def save(self, stem: str | Path) -> tuple[Path, Path]:
-        """Write ``STEM.safetensors`` (tensors) and ``STEM.json`` (config); returns both paths.
+        """Write ``STEM.safetensors`` (tensors) and ``STEM.json`` (config); returns both
+        paths (:func:`varfam.samplers.files.save_sampler`)."""
+        from varfam.samplers.files import save_sampler
 
-        The JSON records the SHA-256 of the tensor file, so a pair that does not belong
-        together (or a damaged tensor file) is caught on loading.
-        """
-        from safetensors.torch import save_file
-
-        stem = Path(stem)
-        tensors_path, config_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(tensors_path, lambda tmp: save_file(state, tmp))
-        config = {**self.config(), "sha256": _file_sha256(tensors_path)}
-        text = json.dumps(config, indent=1, sort_keys=True) + "\n"
-        _atomic_write(config_path, lambda tmp: Path(tmp).write_text(text))
-        return tensors_path, config_path
+        return save_sampler(self, stem)
 
 
 # -------------------------------------------------------------------- helpers
@@ -324,133 +310,3 @@ def fit_by_adam(
 
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` then rename over ``path``: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-# -------------------------------------------------------------------- run folders
-def sampler_paths(run_dir: str | Path, name: str) -> tuple[Path, Path]:
-    """``RUN/samplers/NAME.safetensors`` and ``RUN/samplers/NAME.json``."""
-    folder = Path(run_dir) / "samplers"
-    return folder / f"{name}.safetensors", folder / f"{name}.json"
-
-
-def load_sampler(stem: str | Path, model: VAE) -> Sampler:
-    """Read ``STEM.json`` and ``STEM.safetensors`` back into a sampler for ``model``.
-
-    Anything wrong (a missing, damaged or mismatched file; a sampler fitted on other
-    weights than ``model``'s) raises a one-line :class:`VarfamError` that says to refit.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    stem = Path(stem)
-    tensors_path, config_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    fix = "delete it or refit (--refit, or refit=True)"
-    try:
-        config = json.loads(config_path.read_text())
-        name, options = config["sampler"], dict(config["options"])
-        latent_dim, info = int(config["latent_dim"]), dict(config["info"])
-        fingerprint, sha = config.get("model"), str(config["sha256"])
-        if config.get("format") != FORMAT:
-            raise ValueError(f"format {config.get('format')!r}, not {FORMAT}")
-    except FileNotFoundError:
-        raise VarfamError(f"{config_path} does not exist; fit the sampler first") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise VarfamError(f"{config_path} is not a readable sampler config ({detail}); "
-                          f"{fix}") from None
-    try:
-        if _file_sha256(tensors_path) != sha:
-            raise ValueError("its SHA-256 is not the one its .json records")
-        state = load_file(str(tensors_path))
-    except FileNotFoundError:
-        raise VarfamError(f"{tensors_path} does not exist; {fix}") from None
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise VarfamError(f"{tensors_path} is not a readable sampler ({detail}); {fix}") from None
-    sampler: Sampler = SAMPLERS.build(name, options=options)
-    check_serves(sampler, model)
-    if sampler.needs_fit:
-        if latent_dim != model.latent_dim or fingerprint != model_fingerprint(model):
-            raise VarfamError(
-                f"{config_path} was fitted on other weights than this model's (the run was "
-                f"trained again); refit it (--refit, or refit=True)"
-            )
-        sampler.build(latent_dim, info)
-        try:
-            sampler.load_state_dict(state)
-        except RuntimeError as e:
-            raise VarfamError(f"{tensors_path} does not match {config_path.name} "
-                              f"({str(e).splitlines()[0]}); {fix}") from None
-    sampler.latent_dim, sampler.info, sampler.fingerprint = latent_dim, info, fingerprint
-    sampler.bind(model)
-    return sampler
-
-
-def fitted_sampler(
-    run_dir: str | Path,
-    model: VAE,
-    name: str,
-    data: Tensor | None = None,
-    refit: bool = False,
-    *,
-    labels: Tensor | None = None,
-    options: dict[str, Any] | None = None,
-) -> Sampler:
-    """The sampler ``name`` of a run: loaded from ``RUN/samplers/`` if it is there, else
-    fitted on ``data`` (N, *data_shape) (the run's training inputs) and saved there.
-
-    ``refit``: fit again even if a saved one exists. ``options``: the sampler's options
-    (``components`` of ``gmm``...), used when fitting; a saved sampler with other
-    options is refused (refit to change them). ``labels``: the labels (N,) of ``data``
-    for a model conditioned on labels. The prior sampler needs no fitting and writes
-    nothing. The returned sampler's ``loaded`` attribute tells which happened.
-    """
-    cls = SAMPLERS.get(name)
-    sampler: Sampler
-    if not cls.needs_fit:
-        sampler = SAMPLERS.build(name, options=options).fit(model)
-        sampler.loaded = False
-        return sampler
-    stem = Path(run_dir) / "samplers" / name
-    tensors_path, config_path = sampler_paths(run_dir, name)
-    if not refit and config_path.exists():
-        sampler = load_sampler(stem, model)
-        wanted = SAMPLERS.build(name, options=options).options()
-        if options and wanted != sampler.options():
-            changed = sorted(k for k in wanted if wanted[k] != sampler.options().get(k))
-            raise VarfamError(
-                f"{config_path} was fitted with other options ({', '.join(changed)}); refit it "
-                "(--refit, or refit=True) to change them"
-            )
-        sampler.loaded = True
-        return sampler
-    if data is None:
-        raise VarfamError(f"sampler '{name}' is not fitted in {run_dir}; give data to fit it on")
-    sampler = SAMPLERS.build(name, options=options)
-    check_serves(sampler, model)  # before encoding a whole data set
-    sampler.fit(model, data, labels)
-    sampler.save(stem)
-    sampler.loaded = False
-    return sampler
