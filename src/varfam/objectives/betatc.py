@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["BetaTC", "Decomposition", "marginal_log_prob", "ESTIMATES"]
 
 #: The estimators of q(z) from a batch: minibatch-weighted and minibatch-stratified.
-ESTIMATES = ("mws", "mss")
+ESTIMATES = ("mss", "mws")
 
 
 class Decomposition(NamedTuple):
@@ -174,23 +174,27 @@ class BetaTC(Objective):
             raise no_marginals("betatc", q)
 
     def decomposition(self, q: Distribution, p: Distribution, z: Tensor) -> Decomposition:
-        """MI, TC and dimension-wise KL per example (B,) for z (B, D) ~ q (batch (B,))."""
+        """MI, TC and dimension-wise KL per example, ``z.shape[:-1]``, for z (..., B, D) ~ q.
+
+        ``q`` is the batch's q(z|x) (batch (B,)); leading sample dimensions of ``z`` are
+        independent draws, each estimated from its own batch of B latents.
+        """
         if self.data_size is None:
             raise VarfamError(
                 "betatc needs the number of training examples N: train it with varfam.train "
                 "(which sets it) or give the option data_size"
             )
         with fp32(z.device.type):
-            pairs = marginal_log_prob(q, z.unsqueeze(-2))  # (B, B, D): log q(z_i,d | x_j)
+            pairs = marginal_log_prob(q, z.unsqueeze(-2))  # (..., B, B, D): log q(z_i,d | x_j)
             if pairs is None:
                 raise no_marginals("betatc", q)
-            log_w = log_importance_weights(z.shape[0], self.data_size, self.estimate).to(z)
+            log_w = log_importance_weights(z.shape[-2], self.data_size, self.estimate).to(z)
             if isinstance(q, Independent):  # a product: the joint is the sum of marginals
                 joint_pairs = pairs.sum(-1)
             else:
-                joint_pairs = q.log_prob(z.unsqueeze(-2))  # (B, B)
-            log_qz = torch.logsumexp(log_w + joint_pairs, dim=1)
-            log_prod = torch.logsumexp(log_w.unsqueeze(-1) + pairs, dim=1).sum(-1)
+                joint_pairs = q.log_prob(z.unsqueeze(-2))  # (..., B, B)
+            log_qz = torch.logsumexp(log_w + joint_pairs, dim=-1)
+            log_prod = torch.logsumexp(log_w.unsqueeze(-1) + pairs, dim=-2).sum(-1)
             log_qzx = q.log_prob(z)
             log_pz = p.log_prob(z)
         return Decomposition(log_qzx - log_qz, log_qz - log_prod, log_prod - log_pz)

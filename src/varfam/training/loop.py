@@ -181,7 +181,7 @@ def fit(loop: Loop, resume: bool) -> TrainResult:
         if signum and state.epoch < loop.cfg.epochs:  # a signal near the epoch's end
             raise _interrupted(signum, state, loop.env.run_dir)
     finish(loop)
-    result = TrainResult(loop.model, state.history, loop.env.run_dir, state)
+    result = TrainResult(loop.model, state.history, loop.env.run_dir, state, loop.objective)
     loop.hooks.on_train_end(result)
     return result
 

@@ -23,6 +23,7 @@ import torch
 
 if TYPE_CHECKING:  # pragma: no cover
     from varfam.model import VAE
+    from varfam.objectives import Objective
 
 __all__ = ["TrainState", "TrainResult"]
 
@@ -91,9 +92,11 @@ class TrainState:
 
 @dataclass
 class TrainResult:
-    """The trained model, one metrics dict per epoch, the run folder (if any), the final state."""
+    """The trained model, one metrics dict per epoch, the run folder (if any), the final state,
+    and the objective (with the auxiliary modules it trained, FactorVAE's discriminator)."""
 
     model: VAE
     history: list[dict[str, Any]] = field(default_factory=list)
     run_dir: Path | None = None
     state: TrainState = field(default_factory=TrainState)
+    objective: Objective | None = None
