@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "first (default all)")
     p.add_argument("-o", "--output", required=True,
                    help="FILE.npy: array (N, 2, D) of [mean, scale]; FILE.npz: loc, scale, "
-                        "index (each example's position in the data set), split, and labels "
-                        "where the data has them")
+                        "index (each example's position in the data set), split, and labels, "
+                        "factors (N, F) and factor_names where the data has them")
     p.set_defaults(func=cmd_encode)
 
 
@@ -39,7 +39,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
             f"data of shape {tuple(ds.data_shape)} does not fit this run's {model.data_shape}"
         )
     parts = [p for p in ("train", "test") if args.split in (p, "all")]
-    locs, scales, labels, index, split = [], [], [], [], []
+    locs, scales, labels, index, split, factors = [], [], [], [], [], []
     for part in parts:
         x = scored_inputs(ds, cfg.train, part)
         n = x.shape[0]
@@ -56,6 +56,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
                 scales.append(scale)
         y = getattr(ds, f"{part}_labels")
         labels.append(None if y is None else y.numpy())
+        f = getattr(ds, f"{part}_factors")  # the known generating factors, row for row
+        factors.append(None if f is None else f.numpy())
         where = getattr(ds, f"{part}_index")
         index.append(np.arange(n) if where is None else where.numpy())
         split.append(np.full(n, part))
@@ -63,6 +65,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".npz":
         extra = {} if any(y is None for y in labels) else {"labels": np.concatenate(labels)}
+        if all(f is not None for f in factors):
+            extra["factors"] = np.concatenate(factors)
+            if ds.factor_names is not None:
+                extra["factor_names"] = np.array(ds.factor_names)
         np.savez(path, loc=loc, scale=scale, index=np.concatenate(index).astype(np.int64),
                  split=np.concatenate(split), **extra)
     else:

@@ -1,7 +1,10 @@
 """``varfam eval RUN``: test ELBO, importance-sampled log-likelihood, inference gap, latent usage.
 
-Every number is also appended to the run's ``metrics.jsonl`` as a line with
-``"kind": "eval"``.
+``varfam eval RUN --factors`` instead scores the disentanglement of the mean codes on
+data with known factors (MIG, DCI, SAP, FactorVAE score:
+:func:`varfam.evaluation.factors.factor_scores`). Every number is also appended to the
+run's ``metrics.jsonl`` as a line with ``"kind": "eval"`` (``"source": "factors"`` for
+the disentanglement metrics).
 """
 
 from __future__ import annotations
@@ -31,9 +34,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mi-examples", type=positive_int, default=500, metavar="M",
                    help="examples whose aggregate posterior gives I(x; z) (default 500)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    g = p.add_argument_group("disentanglement (data with known factors)")
+    g.add_argument("--factors", action="store_true",
+                   help="score the mean codes with MIG, DCI, SAP and the FactorVAE score "
+                        "(disentanglement_lib's protocol) instead of the bounds")
+    g.add_argument("--factor-rows", type=positive_int, metavar="N",
+                   help="encode a seeded random subset of N rows, training and test rows "
+                        "together (default: all)")
+    g.add_argument("--factor-train", type=positive_int, default=10_000, metavar="N",
+                   help="training points of each metric (default 10000)")
+    g.add_argument("--factor-test", type=positive_int, default=5_000, metavar="N",
+                   help="test points of each metric (default 5000)")
+    g.add_argument("--factor-metrics", type=_metric_names, metavar="NAMES",
+                   help="some of mig,dci,sap,factor_vae (default all)")
     p.add_argument("--no-record", action="store_true",
                    help="do not append the results to the run's metrics.jsonl")
     p.set_defaults(func=cmd_eval)
+
+
+def _metric_names(text: str) -> tuple[str, ...]:
+    from varfam.evaluation.factors import METRICS
+
+    names = tuple(t.strip() for t in text.split(","))
+    bad = [n for n in names if n not in METRICS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown metric '{bad[0]}'; choose from {','.join(METRICS)}")
+    return names
 
 
 def _line(label: str, value, unit: str = "", se=None, digits: int = 3) -> str:
@@ -52,6 +79,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from varfam.runs.folder import run_eval_data
 
     model, cfg = open_run_for_command(args.run)
+    if args.factors:
+        return _eval_factors(args, model, cfg)
     data = run_eval_data(cfg, args.data)
     m = evaluate(model, data, iw=args.iw, limit=args.limit, seed=args.seed,
                  memory_mb=args.memory_mb, mi_examples=args.mi_examples)
@@ -86,4 +115,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(_line("test accuracy of q(y|x)", m.get("accuracy"), digits=4))
         print(_line("log p(x), y summed out", m.get("marginal_log_likelihood"), "nats",
                     m.get("marginal_log_likelihood_se")))
+    return 0
+
+
+def _eval_factors(args: argparse.Namespace, model, cfg) -> int:
+    """``--factors``: the disentanglement metrics of the mean codes, printed and recorded."""
+    from varfam.errors import VarfamError
+    from varfam.evaluation.factors import METRICS, factor_scores
+    from varfam.reporting.page import append_eval_line
+    from varfam.runs.folder import run_dataset
+
+    if args.limit is not None:
+        raise VarfamError("--limit cuts the test set of the bounds; with --factors give "
+                          "--factor-rows N instead")
+    data = run_dataset(cfg, args.data)
+    if tuple(data.data_shape) != tuple(model.data_shape):
+        raise VarfamError(f"data of shape {tuple(data.data_shape)} does not fit this run's "
+                          f"{tuple(model.data_shape)}")
+    metrics = args.factor_metrics or METRICS
+    m = factor_scores(model, data, rows=args.factor_rows, seed=args.seed,
+                      num_train=args.factor_train, num_test=args.factor_test, metrics=metrics)
+    protocol = {"factor_train": args.factor_train, "factor_test": args.factor_test,
+                "factor_names": list(data.factor_names or ())}
+    if not args.no_record:
+        append_eval_line(args.run, {**m, **protocol}, source="factors",
+                         data=args.data or data.name, seed=args.seed)
+    if args.json:
+        print(json.dumps({"run": args.run, "data": args.data or data.name, **m, **protocol}))
+        return 0
+    print(f"{args.run}: mean codes of {m['factor_rows']} rows of {args.data or data.name} "
+          f"({m['factor_seconds']:.1f} s); {args.factor_train} training and "
+          f"{args.factor_test} test points per metric")
+    if "mig" in m:
+        print(_line("MIG", m["mig"]))
+        for key in sorted(k for k in m if k.startswith("mig_")):
+            print(_line(f"  {key[4:]}", m[key]))
+    if "dci_disentanglement" in m:
+        print(_line("DCI disentanglement", m["dci_disentanglement"]))
+        print(_line("DCI completeness", m["dci_completeness"]))
+        print(_line("DCI informativeness (test accuracy)", m["dci_informativeness"]))
+    if "sap" in m:
+        print(_line("SAP", m["sap"]))
+    if "factor_vae_score" in m:
+        print(_line("FactorVAE score", m["factor_vae_score"]))
+        print(_line("  active dimensions", f"{int(m['factor_vae_active_dims'])}"))
     return 0
