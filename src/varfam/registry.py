@@ -29,6 +29,7 @@ __all__ = [
     "OBJECTIVES",
     "ARCHITECTURES",
     "SCORES",
+    "SAMPLERS",
     "ALL_REGISTRIES",
 ]
 
@@ -151,6 +152,8 @@ OBJECTIVES: Registry = Registry("objective", ("varfam.objectives",))
 ARCHITECTURES: Registry = Registry("architecture", ("varfam.nets", "varfam.nets.tabular"))
 # anomaly scores over a trained model (varfam.score, varfam score RUN --method NAME)
 SCORES: Registry = Registry("score", ("varfam.evaluation.scores",))
+# what draws z after training (varfam sample RUN --sampler NAME)
+SAMPLERS: Registry = Registry("sampler", ("varfam.samplers",))
 
 ALL_REGISTRIES: dict[str, Registry] = {
     "datasets": DATASETS,
@@ -160,4 +163,5 @@ ALL_REGISTRIES: dict[str, Registry] = {
     "objectives": OBJECTIVES,
     "architectures": ARCHITECTURES,
     "scores": SCORES,
+    "samplers": SAMPLERS,
 }

@@ -245,11 +245,11 @@ def _read_cached(net: FeatureNet, weights: Path, meta: Path) -> dict | None:
 def _write_cached(net: FeatureNet, weights: Path, meta: Path, info: dict) -> None:
     from safetensors.torch import save_file
 
-    from varfam.samplers.files import _atomic_write
+    from varfam.runs.files import atomic_write, write_text_atomic
 
     try:
         state = {k: v.contiguous() for k, v in net.state_dict().items()}
-        _atomic_write(weights, lambda tmp: save_file(state, tmp))
-        _atomic_write(meta, lambda tmp: Path(tmp).write_text(json.dumps(info) + "\n"))
+        atomic_write(weights, lambda tmp: save_file(state, tmp))
+        write_text_atomic(meta, json.dumps(info) + "\n")
     except OSError:  # a cache that cannot be written only costs time
         pass

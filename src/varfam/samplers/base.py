@@ -41,12 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from varfam.errors import VarfamError
-from varfam.registry import Registry, accepted_options
-
-try:  # TEMPORARY until registry.py has SAMPLERS (after the layout commit)
-    from varfam.registry import SAMPLERS
-except ImportError:
-    SAMPLERS = Registry("sampler", ("varfam.samplers",))
+from varfam.registry import SAMPLERS, accepted_options
 
 if TYPE_CHECKING:
     from varfam.model import VAE
@@ -107,6 +102,8 @@ class Sampler(nn.Module):
         self.fingerprint: str | None = None
         #: the model a sampler without fitting draws from (not a submodule: not saved)
         self._model: VAE | None = None
+        #: whether :func:`~varfam.samplers.files.fitted_sampler` read it back from files
+        self.loaded = False
 
     # ---------------------------------------------------------------- fitting
     def fit(self, model: VAE, x: Tensor | None = None, y: Tensor | None = None,

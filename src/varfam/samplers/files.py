@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from varfam.errors import VarfamError
+from varfam.runs.files import atomic_write, write_text_atomic
 from varfam.samplers.base import FORMAT, SAMPLERS, Sampler, check_serves, model_fingerprint
 
 if TYPE_CHECKING:
@@ -49,10 +47,10 @@ def save_sampler(sampler: Sampler, stem: str | Path) -> tuple[Path, Path]:
     stem = Path(stem)
     tensors_path, config_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     state = {k: v.detach().cpu().contiguous() for k, v in sampler.state_dict().items()}
-    _atomic_write(tensors_path, lambda tmp: save_file(state, tmp))
+    atomic_write(tensors_path, lambda tmp: save_file(state, tmp))
     config = {**sampler.config(), "sha256": _file_sha256(tensors_path)}
     text = json.dumps(config, indent=1, sort_keys=True) + "\n"
-    _atomic_write(config_path, lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(config_path, text)
     return tensors_path, config_path
 
 
@@ -62,20 +60,6 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` then rename over ``path``: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def sampler_paths(run_dir: str | Path, name: str) -> tuple[Path, Path]:
