@@ -50,6 +50,8 @@ README_KINDS = {
     "likelihoods": "likelihoods",
     "objectives": "objectives",
     "architectures": "networks",
+    "samplers": "samplers",
+    "scores": "scores",
 }
 
 
@@ -65,6 +67,15 @@ def test_readme_lists_every_part(kind):
     named = set(re.findall(r"`([^`]+)`", row))
     missing = [n for n in ALL_REGISTRIES[kind].names() if n not in named]
     assert not missing, f"README.md's {README_KINDS[kind]} row lacks {missing}"
+
+
+@pytest.mark.parametrize("path", sorted(DOCS.rglob("*.md")), ids=lambda p: str(p.relative_to(DOCS)))
+def test_every_page_is_in_the_site_navigation(path):
+    """A page missing from mkdocs.yml's nav is built but reachable by no menu."""
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8").partition("\nnav:")[2]
+    assert re.search(rf"(^|\s){re.escape(path.relative_to(DOCS).as_posix())}\s*$", nav, re.M), (
+        f"add docs/{path.relative_to(DOCS).as_posix()} to the nav of mkdocs.yml"
+    )
 
 
 def test_command_line_page_lists_every_command():
