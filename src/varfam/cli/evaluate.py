@@ -2,9 +2,11 @@
 
 ``varfam eval RUN --factors`` instead scores the disentanglement of the mean codes on
 data with known factors (MIG, DCI, SAP, FactorVAE score:
-:func:`varfam.evaluation.factors.factor_scores`). Every number is also appended to the
-run's ``metrics.jsonl`` as a line with ``"kind": "eval"`` (``"source": "factors"`` for
-the disentanglement metrics).
+:func:`varfam.evaluation.factors.factor_scores`); ``varfam eval RUN --samples N``
+instead measures N samples per sampler (FD, KID, precision, recall and their floor:
+:func:`varfam.evaluation.sample_quality.run_sample_quality`). Every number is also
+appended to the run's ``metrics.jsonl`` as a line with ``"kind": "eval"``
+(``"source": "factors"`` for the disentanglement metrics, ``"samples"`` for samples).
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="test points of each metric (default 5000)")
     g.add_argument("--factor-metrics", type=_metric_names, metavar="NAMES",
                    help="some of mig,dci,sap,factor_vae (default all)")
+    g = p.add_argument_group("sample quality")
+    g.add_argument("--samples", type=positive_int, metavar="N",
+                   help="instead of the bounds, measure N samples per sampler against the "
+                        "training set on varfam's own features: FD, KID, precision, recall, "
+                        "beside the test set's floor")
+    g.add_argument("--sampler", default="all", metavar="NAME",
+                   help="with --samples: prior, gmm, flow, two-stage, or all (default); "
+                        "fitted on first use and kept in RUN/samplers/")
+    g.add_argument("--refit", action="store_true",
+                   help="with --samples: fit the samplers again")
     p.add_argument("--no-record", action="store_true",
                    help="do not append the results to the run's metrics.jsonl")
     p.set_defaults(func=cmd_eval)
@@ -81,6 +93,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, cfg = open_run_for_command(args.run)
     if args.factors:
         return _eval_factors(args, model, cfg)
+    if args.samples is not None:
+        return _eval_samples(args, model, cfg)
     data = run_eval_data(cfg, args.data)
     m = evaluate(model, data, iw=args.iw, limit=args.limit, seed=args.seed,
                  memory_mb=args.memory_mb, mi_examples=args.mi_examples)
@@ -159,4 +173,36 @@ def _eval_factors(args: argparse.Namespace, model, cfg) -> int:
     if "factor_vae_score" in m:
         print(_line("FactorVAE score", m["factor_vae_score"]))
         print(_line("  active dimensions", f"{int(m['factor_vae_active_dims'])}"))
+    return 0
+
+
+def _eval_samples(args: argparse.Namespace, model, cfg) -> int:
+    """``--samples N``: FD, KID, precision and recall per sampler, printed and recorded."""
+    from varfam.evaluation.sample_quality import NOTE, run_sample_quality
+    from varfam.reporting.page import append_eval_line
+    from varfam.samplers import SAMPLERS
+
+    names = SAMPLERS.names() if args.sampler == "all" else [args.sampler]
+    quality, chosen, features = run_sample_quality(args.run, model, cfg, names, n=args.samples,
+                                                   refit=args.refit, seed=args.seed)
+    if not args.no_record:
+        for name, q in quality.items():
+            append_eval_line(args.run, q.as_record(), source="samples", sampler=name,
+                             seed=args.seed, features=features.description)
+    if args.json:
+        print(json.dumps({"run": args.run, "features": features.description,
+                          **{name: q.as_record() for name, q in quality.items()}}))
+        return 0
+    floor = quality["floor"]
+    print(f"{args.run}: {args.samples} samples per sampler against {floor.n_reference} "
+          f"training images; floor: the {floor.n} test images; {features.description}")
+    print(f"  {'sampler':24s} {'FD':>9s} {'KID x 1e3':>10s} {'precision':>10s} {'recall':>8s}")
+    for name, q in quality.items():
+        label = "test vs train (floor)" if name == "floor" else name
+        print(f"  {label:24s} {q.fd:9.3f} {1e3 * q.kid:10.2f} {q.precision:10.3f} "
+              f"{q.recall:8.3f}")
+    for name, text in chosen.items():
+        if name != "prior":
+            print(f"  {text}")
+    print(f"  ({NOTE})")
     return 0

@@ -167,7 +167,7 @@ def feature_extractor(
     test: Tensor | None = None,
     test_labels: Tensor | None = None,
     seed: int = 0,
-    steps: int = STEPS,
+    steps: int | None = None,
     cache: str | Path | None = None,
 ) -> FeatureExtractor:
     """The feature network for data ``x`` (N, *data_shape) with int64 ``labels`` (N,).
@@ -176,8 +176,9 @@ def feature_extractor(
     for this data, on the rows whose label is known (not -1); with ``labels=None`` (or
     a single class) the untrained network of seed ``seed``. ``test``/``test_labels``:
     held-out data to report the accuracy on. ``steps``: optimizer steps of training
-    (within 2 to 20 epochs).
+    (default :data:`STEPS`; within 2 to 20 epochs).
     """
+    steps = STEPS if steps is None else steps
     x = x.float().cpu()
     if labels is not None and labels.numel() == x.shape[0]:  # -1: a hidden label
         x, labels = x[labels >= 0], labels[labels >= 0]

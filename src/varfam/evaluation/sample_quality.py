@@ -30,8 +30,9 @@ they are not the Inception FIDs of papers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -40,6 +41,7 @@ from torch import Tensor
 from varfam.errors import VarfamError
 
 if TYPE_CHECKING:
+    from varfam.config import RunConfig
     from varfam.evaluation.features import FeatureExtractor
     from varfam.model import VAE
     from varfam.samplers.base import Sampler
@@ -54,6 +56,7 @@ __all__ = [
     "sample_quality",
     "draw_samples",
     "measure_samples",
+    "run_sample_quality",
     "NOTE",
 ]
 
@@ -250,3 +253,41 @@ def measure_samples(
         out[name] = sample_quality(reference, features(draw_samples(model, n, sampler, seed=seed)),
                                    k=k, seed=seed)
     return out
+
+
+def run_sample_quality(
+    run_dir: str | Path,
+    model: VAE,
+    cfg: RunConfig,
+    samplers: Sequence[str],
+    *,
+    n: int | None = None,
+    refit: bool = False,
+    seed: int = 0,
+    k: int = 3,
+) -> tuple[dict[str, SampleQuality], dict[str, str], FeatureExtractor]:
+    """:func:`measure_samples` for a saved run (``varfam eval RUN --samples N``).
+
+    Reads the run's data, gets its feature network (:func:`feature_extractor`: trained
+    on the data's labels on first use, then cached), fits or loads each sampler of
+    ``samplers`` in ``RUN/samplers/`` (:func:`varfam.samplers.run_sampler`) and
+    measures ``n`` samples of each (default: the test set's size). Returns the
+    measures (``"floor"`` first), each sampler's :meth:`describe`, and the extractor.
+    """
+    from varfam.evaluation.features import feature_extractor
+    from varfam.runs.folder import run_dataset
+    from varfam.samplers import SAMPLERS, run_sampler
+
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise VarfamError(f"the number of samples must be a positive integer, got {n!r}")
+    for name in samplers:
+        SAMPLERS.get(name)  # an unknown name is refused before any work
+    ds = run_dataset(cfg)
+    if tuple(ds.data_shape) != tuple(model.data_shape):
+        raise VarfamError(f"the run's data of shape {tuple(ds.data_shape)} does not fit its "
+                          f"model's {tuple(model.data_shape)}")
+    features = feature_extractor(ds.train, ds.train_labels, test=ds.test,
+                                 test_labels=ds.test_labels)
+    fitted = {name: run_sampler(run_dir, model, cfg, name, refit=refit) for name in samplers}
+    quality = measure_samples(model, fitted, features, ds.train, ds.test, n=n, k=k, seed=seed)
+    return quality, {name: s.describe() for name, s in fitted.items()}, features

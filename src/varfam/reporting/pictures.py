@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -102,12 +102,13 @@ def sample_grid(model: VAE, n: int = 64) -> Tensor:
 
 
 @torch.no_grad()
-def class_grid(model: VAE, per_class: int = 8) -> Tensor:
+def class_grid(model: VAE, per_class: int = 8, sampler: Any = None) -> Tensor:
     """Class-conditional samples of a model conditioned on labels: one row of ``per_class``
-    draws x ~ p(x|z, y), z ~ p(z|y) per class y, shape (C * per_class, *data_shape)."""
+    draws x ~ p(x|z, y), z ~ p(z|y) per class y, shape (C * per_class, *data_shape).
+    ``sampler``: z from a fitted sampler instead (:meth:`VAE.sample`)."""
     c = model.condition.n_classes
     y = torch.arange(c, device=model.device).repeat_interleave(per_class)
-    return model.sample(c * per_class, y)
+    return model.sample(c * per_class, y, sampler=sampler)
 
 
 def label_rows(grid: Image.Image, names: list[str], rows: int) -> Image.Image:
@@ -128,9 +129,10 @@ def label_rows(grid: Image.Image, names: list[str], rows: int) -> Image.Image:
     return out
 
 
-def save_class_grid(model: VAE, path: str | Path, per_class: int = 8) -> Path:
+def save_class_grid(model: VAE, path: str | Path, per_class: int = 8,
+                    sampler: Any = None) -> Path:
     """Write :func:`class_grid` as a PNG, each row labelled with its class name."""
-    images = class_grid(model, per_class)
+    images = class_grid(model, per_class, sampler)
     names = list(model.condition.names)
     grid = label_rows(image_grid(images, per_class, scale=_auto_scale(images)), names, len(names))
     path = Path(path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from . import prior, gmm, flow, two_stage  # noqa: F401  (register the built-in samplers)
 # isort: on
 from .base import SAMPLERS, Sampler, encoder_latents, model_fingerprint
-from .files import fitted_sampler, load_sampler, sampler_paths
+from .files import fitted_sampler, load_sampler, run_sampler, sampler_paths
 from .flow import FlowSampler
 from .gmm import GaussianMixtureSampler
 from .prior import PriorSampler
@@ -28,6 +28,7 @@ __all__ = [
     "encoder_latents",
     "fitted_sampler",
     "load_sampler",
+    "run_sampler",
     "model_fingerprint",
     "sampler_paths",
 ]

@@ -30,9 +30,10 @@ from varfam.runs.files import atomic_write, write_text_atomic
 from varfam.samplers.base import FORMAT, SAMPLERS, Sampler, check_serves, model_fingerprint
 
 if TYPE_CHECKING:
+    from varfam.config import RunConfig
     from varfam.model import VAE
 
-__all__ = ["save_sampler", "load_sampler", "sampler_paths", "fitted_sampler"]
+__all__ = ["save_sampler", "load_sampler", "sampler_paths", "fitted_sampler", "run_sampler"]
 
 
 def save_sampler(sampler: Sampler, stem: str | Path) -> tuple[Path, Path]:
@@ -167,3 +168,32 @@ def fitted_sampler(
     sampler.save(stem)
     sampler.loaded = False
     return sampler
+
+
+def run_sampler(
+    run_dir: str | Path,
+    model: VAE,
+    cfg: RunConfig,
+    name: str,
+    *,
+    refit: bool = False,
+    options: dict[str, Any] | None = None,
+) -> Sampler:
+    """:func:`fitted_sampler` for a saved run (``varfam sample RUN --sampler NAME``).
+
+    Fitting reads the run's own training inputs, as its encoder saw them (binarized
+    with the run's seed where the run binarizes), and their labels for a run
+    conditioned on labels; they are read only when the sampler has to be fitted.
+    ``run_dir`` may be a Hub run (``hf://USER/REPO``): its samplers go to its local copy.
+    """
+    from varfam.runs.folder import run_dataset, scored_inputs
+    from varfam.runs.hub import resolve_run
+
+    run_dir = resolve_run(run_dir)
+    data = labels = None
+    if SAMPLERS.get(name).needs_fit and (refit or not sampler_paths(run_dir, name)[1].exists()):
+        check_serves(SAMPLERS.build(name, options=options), model)  # before reading the data
+        ds = run_dataset(cfg)
+        data = scored_inputs(ds, cfg.train, "train")
+        labels = ds.train_labels if model.uses_labels else None
+    return fitted_sampler(run_dir, model, name, data, refit, labels=labels, options=options)

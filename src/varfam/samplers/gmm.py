@@ -128,5 +128,5 @@ class GaussianMixtureSampler(Sampler):
         if k is None:
             return "gmm (not fitted)"
         how = ("given" if self.info.get("chosen_by") == "option"
-               else "BIC over " + ", ".join(self.info.get("bic", {})))
+               else "BIC over " + ", ".join(sorted(self.info.get("bic", {}), key=int)))
         return f"gmm: {k} component{'s' * (k != 1)} ({how})"
