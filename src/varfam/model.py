@@ -134,6 +134,61 @@ class VAE(nn.Module):
         """Whether the parts read the label y (``condition="label"``): train with labels."""
         return self.condition is not None
 
+    @property
+    def has_classifier(self) -> bool:
+        """Whether the model has a classifier q(y|x) (M2, semi-supervised): it can then sum
+        a hidden label out and label data itself."""
+        return self.condition is not None and self.condition.classifier is not None
+
+    # ---------------------------------------------------------------- checks and modes
+    def check_data(self, x: Any, what: str = "data", *, values: bool = False) -> None:
+        """Refuse ``x`` (N, *shape) (or a :class:`~varfam.data.Dataset`) whose examples are
+        not of this model's ``data_shape``: a :class:`VarfamError` that names both shapes
+        and the fix. ``values``: also the likelihood's check of the values
+        (:meth:`~varfam.likelihoods.base.Likelihood.check_data`), on a tensor in memory.
+
+        >>> model = VAE.build(data_shape=(1, 8, 8), latent_dim=2, hidden=(8,))
+        >>> model.check_data(torch.zeros(2, 1, 9, 9))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        varfam.errors.VarfamError: data of shape (1, 9, 9) per example does not fit this ...
+        """
+        shape = tuple(x.data_shape) if hasattr(x, "data_shape") else tuple(x.shape[1:])
+        if shape != tuple(self.data_shape):
+            raise VarfamError(
+                f"{what} of shape {shape} per example does not fit this model's data_shape "
+                f"{tuple(self.data_shape)}; use data like its training data (the same size "
+                "and channels)"
+            )
+        if values:
+            self.likelihood.check_data(x)
+
+    @contextmanager
+    def evaluating(self, seed: int | None = None) -> Iterator[VAE]:
+        """Within the block the model is in eval mode (its mode is restored afterwards),
+        and with ``seed`` torch's random state (the CPU's and the model's GPU's) is forked
+        and seeded: the draws in the block are reproducible and the caller's random state
+        is left as it was. ``seed=None`` draws from the global state as usual.
+
+        >>> model = VAE.build(data_shape=(1, 8, 8), latent_dim=2, hidden=(8,))
+        >>> with model.evaluating(seed=0):
+        ...     a = model.sample(2)
+        >>> with model.evaluating(seed=0):
+        ...     b = model.sample(2)
+        >>> bool(torch.equal(a, b)), model.training
+        (True, True)
+        """
+        devices = [self.device] if self.device.type == "cuda" else []
+        was_training = self.training
+        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.eval()
+            try:
+                yield self
+            finally:
+                self.train(was_training)
+
     # ---------------------------------------------------------------- labels
     def labels(self, y: Labels | None, n: int) -> Tensor | None:
         """``y`` as int64 labels (n,) on the model's device (an int or name is repeated);
@@ -155,13 +210,13 @@ class VAE(nn.Module):
     def labels_of(self, x: Tensor, y: Labels | None = None) -> Tensor | None:
         """The labels of ``x`` (B, *data_shape): ``y`` when given, else the most probable
         class under q(y|x) (a model with a classifier); ``None`` without labels."""
-        if y is None and self.condition is not None and self.condition.classifier is not None:
+        if y is None and self.has_classifier:
             return self.classify(x).logits.argmax(-1)
         return self.labels(y, x.shape[0])
 
     def classify(self, x: Tensor) -> torch.distributions.Categorical:
         """q(y|x) for ``x`` (B, *data_shape): a Categorical over the C classes, batch (B,)."""
-        if self.condition is None or self.condition.classifier is None:
+        if not self.has_classifier:
             raise VarfamError(
                 "this model has no classifier q(y|x); train it semi-supervised (--labelled N) "
                 "to get one"
@@ -262,15 +317,21 @@ class VAE(nn.Module):
         ``observed``: :meth:`observe` of this ``x``, where the caller has it. ``y``: the
         labels (B,) (or soft labels (B, C)) of ``x``, for a model conditioned on labels.
         """
+        return self.decoded_log_likelihood(x, z, observed, y)[0]
+
+    def decoded_log_likelihood(
+        self, x: Tensor, z: Tensor, observed: Any = None, y: Tensor | None = None
+    ) -> tuple[Tensor, Distribution]:
+        """:meth:`log_likelihood` (..., B) and p(x|z[, y]) itself, batch (prod(...) · B,)."""
         lead = z.shape[:-1]
         if y is not None and self.condition is not None:
             y = y.expand(*lead, *y.shape[1:]).reshape(-1, *y.shape[1:])
         flat = z.reshape(-1, z.shape[-1])
         px = self.decode(flat) if y is None else self.decode(flat, y)
         if hasattr(px, "log_prob_tiled"):  # work on x alone done once per example, not per z
-            return px.log_prob_tiled(x, tuple(lead), observed)
+            return px.log_prob_tiled(x, tuple(lead), observed), px
         xs = x.expand(*lead[:-1], *x.shape).reshape(-1, *x.shape[1:])
-        return px.log_prob(xs).view(lead)
+        return px.log_prob(xs).view(lead), px
 
     # ---------------------------------------------------------------- schedules
     @property

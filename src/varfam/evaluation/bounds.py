@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from varfam.errors import VarfamError
+from varfam.evaluation.importance import block_sizes, weighed_draws
 from varfam.objectives import kl_per_dimension, kl_term
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,7 +84,7 @@ def elbo_terms(model: VAE, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, 
     if model.uses_labels:
         from varfam.objectives import Elbo
 
-        if y is None and model.condition.classifier is not None:
+        if y is None and model.has_classifier:
             y = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
         res = Elbo()(model, x, y=y)
         return res.reconstruction, res.kl
@@ -103,25 +104,21 @@ def evaluate_elbo(
     class on the examples whose label is known. Runs in fp32 with the model in eval
     mode (restored afterwards).
     """
-    was_training = model.training
-    model.eval()
     device = model.device
     recon_sum = kl_sum = 0.0
-    try:
+    with model.evaluating():
         for i in range(0, x.shape[0], batch_size):
             xb = x[i : i + batch_size].to(device, torch.float32)
             recon, kl = elbo_terms(model, xb, _rows(y, i, i + batch_size, device))
             recon_sum += float(recon.double().sum())
             kl_sum += float(kl.double().sum())
-    finally:
-        model.train(was_training)
     n = x.shape[0]
     out = {
         "elbo": (recon_sum - kl_sum) / n,
         "reconstruction": recon_sum / n,
         "kl": kl_sum / n,
     }
-    if y is not None and model.uses_labels and model.condition.classifier is not None:
+    if y is not None and model.has_classifier:
         from varfam.evaluation.classify import accuracy
 
         known = y >= 0
@@ -142,16 +139,6 @@ class ImportanceSampling:
     log_likelihood: Tensor
     elbo: Tensor
     k: int
-
-
-def _chunks(model: VAE, n: int, k: int, batch_size: int | None, k_chunk: int | None,
-            memory_mb: float) -> tuple[int, int]:
-    """Examples and samples per decoder call so that its output fits ``memory_mb``."""
-    per_row = 4 * getattr(model.likelihood, "params_per_value", 1) * math.prod(model.data_shape)
-    rows = max(1, int(memory_mb * 2**20) // max(per_row, 1))
-    b = max(1, min(n, batch_size or rows))
-    kc = max(1, min(k, k_chunk or rows // b))
-    return b, kc
 
 
 @torch.inference_mode()
@@ -175,9 +162,10 @@ def importance_sampling(
     Draws are taken one at a time for all N examples at once (so the numbers do
     not depend on the chunking); latents are then decoded in blocks of
     ``(k_chunk, batch_size, D)`` sized so that the decoder output stays within
-    ``memory_mb`` (``batch_size``/``k_chunk`` override), and the blocks are
-    combined with a running log-sum-exp in float64. With ``seed`` the draws are
-    reproducible and torch's global random state is left untouched.
+    ``memory_mb`` (``batch_size``/``k_chunk`` override; see
+    :mod:`varfam.evaluation.importance`), and the blocks are combined with a running
+    log-sum-exp in float64. With ``seed`` the draws are reproducible and torch's global
+    random state is left untouched.
 
     >>> import varfam
     >>> model = varfam.VAE.build(data_shape=(1, 8, 8), latent_dim=2, hidden=(16,))
@@ -187,49 +175,15 @@ def importance_sampling(
     """
     if k < 1:
         raise VarfamError(f"the number of importance samples must be at least 1, got {k}")
-    devices = [model.device] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        return _importance_sampling(model, x, k, batch_size, k_chunk, memory_mb, y)
-
-
-def _importance_sampling(model: VAE, x: Tensor, k: int, batch_size: int | None,
-                         k_chunk: int | None, memory_mb: float,
-                         y: Tensor | None = None) -> ImportanceSampling:
-    was_training = model.training
-    model.eval()
-    try:
+    with model.evaluating(seed):
         x = x.to(model.device, torch.float32)
         n = x.shape[0]
-        b, kc = _chunks(model, n, k, batch_size, k_chunk, memory_mb)
-        y = model.labels(y, n) if y is not None else None
-        p = model.prior_distribution(y)
-        q = model.encode(x, y)  # batch (N,)
-        # what the likelihood computes from x alone, once per block rather than per sample
-        observed = [model.observe(x[i : i + b]) for i in range(0, n, b)]
+        rows, samples = block_sizes(model, n, k, memory_mb, rows=batch_size, samples=k_chunk)
         lse = torch.full((n,), -math.inf, dtype=torch.float64, device=x.device)
         total = torch.zeros(n, dtype=torch.float64, device=x.device)
-        done = 0
-        while done < k:
-            m = min(kc, k - done)
-            zs, lws = [], []
-            for _ in range(m):
-                z = q.sample()  # (N, D); log_prob on this very tensor lets flows reuse caches
-                lws.append(p.log_prob(z) - q.log_prob(z))
-                zs.append(z)
-            z = torch.stack(zs)  # (m, N, D)
-            log_w = torch.stack(lws).float()  # (m, N)
-            for j, i in enumerate(range(0, n, b)):
-                log_w[:, i : i + b] += model.log_likelihood(
-                    x[i : i + b], z[:, i : i + b], observed[j], _rows(y, i, i + b, x.device)
-                )
-            log_w = log_w.double()
-            lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
-            total += log_w.sum(0)
-            done += m
-    finally:
-        model.train(was_training)
+        for draws in weighed_draws(model, x, k, rows=rows, samples=samples, y=y):
+            lse = torch.logaddexp(lse, torch.logsumexp(draws.log_w, 0))
+            total += draws.log_w.sum(0)
     return ImportanceSampling((lse - math.log(k)).cpu(), (total / k).cpu(), k)
 
 
@@ -261,16 +215,12 @@ def latent_locations(
 
     ``y`` (N,): the labels of a model conditioned on labels (``E_q[z|x, y]``).
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with model.evaluating():
         out = [
             model.encode_location(x[i : i + batch_size].to(model.device, torch.float32),
                                   _rows(y, i, i + batch_size, model.device)).float()
             for i in range(0, x.shape[0], batch_size)
         ]
-    finally:
-        model.train(was_training)
     return torch.cat(out).cpu()
 
 
@@ -389,6 +339,46 @@ def _elbo_per_example(model: VAE, x: Tensor, batch_size: int = 1000,
     return torch.cat(recon), torch.cat(kl)
 
 
+@dataclass
+class Examples:
+    """What :func:`evaluate` measures: test examples ``x`` (N, *data_shape) with their
+    ``labels`` (N,) or ``None``, and the training examples and labels that fit the probe."""
+
+    x: Tensor
+    labels: Tensor | None = None
+    train: Tensor | None = None
+    train_labels: Tensor | None = None
+
+    @classmethod
+    def of(cls, data: Dataset | Tensor, limit: int | None = None, **given: Tensor | None
+           ) -> Examples:
+        """The test split of a :class:`~varfam.data.Dataset` (its training split for the
+        probe), or a tensor of test examples with the ``given`` labels, train and
+        train_labels; the first ``limit`` test examples, read into memory."""
+        if isinstance(data, Tensor):
+            ex = cls(data, **given)
+        else:
+            ex = cls(data.test, data.test_labels, data.train, data.train_labels)
+        if limit is not None:
+            ex.x = ex.x[:limit]
+            ex.labels = None if ex.labels is None else ex.labels[:limit]
+        if not isinstance(ex.x, Tensor):  # rows of a large file (MappedRows): those measured
+            ex.x = ex.x[:]
+        return ex
+
+
+@dataclass(frozen=True)
+class Effort:
+    """How much :func:`evaluate` spends: ``iw`` importance samples per example (0: none),
+    ``memory_mb`` per decoder call, the first ``mi_examples`` for the mutual information
+    and at most ``probe_examples`` training examples for the probe."""
+
+    iw: int = 1000
+    memory_mb: float = 8.0
+    mi_examples: int = 500
+    probe_examples: int = 10000
+
+
 def evaluate(
     model: VAE,
     data: Dataset | Tensor,
@@ -415,52 +405,52 @@ def evaluate(
     example (means over examples, ``*_se`` their standard errors); entries that
     do not apply are ``None``.
     """
-    if not isinstance(data, Tensor):
-        x, labels = data.test, data.test_labels
-        train, train_labels = data.train, data.train_labels
-    else:
-        x = data
-    if limit is not None:
-        x = x[:limit]
-        labels = None if labels is None else labels[:limit]
-    if not isinstance(x, Tensor):  # rows of a large file (MappedRows): read those measured
-        x = x[:]
-    if x.shape[0] < 1:
+    ex = Examples.of(data, limit, labels=labels, train=train, train_labels=train_labels)
+    if ex.x.shape[0] < 1:
         raise VarfamError("there are no test examples to evaluate; check --data and --limit")
-    if tuple(x.shape[1:]) != tuple(model.data_shape):
-        raise VarfamError(
-            f"data of shape {tuple(x.shape[1:])} does not fit this model's {model.data_shape}; "
-            "evaluate on data like the training data"
-        )
-    model.likelihood.check_data(x)
-    was_training = model.training
-    model.eval()
+    model.check_data(ex.x, "the test data", values=True)
     t0 = time.perf_counter()
-    devices = [model.device] if model.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            out = _measure(model, x, labels, train, train_labels, iw, memory_mb,
-                           mi_examples, probe_examples)
-    finally:
-        model.train(was_training)
+    with model.evaluating(seed):
+        out = _measure(model, ex, Effort(iw, memory_mb, mi_examples, probe_examples))
     out["seconds"] = time.perf_counter() - t0
     return out
 
 
-def _measure(model: VAE, x: Tensor, labels: Tensor | None, train: Tensor | None,
-             train_labels: Tensor | None, iw: int, memory_mb: float, mi_examples: int,
-             probe_examples: int) -> dict[str, Any]:
-    y = labels if model.uses_labels else None  # the condition of a model conditioned on labels
-    classifier = model.uses_labels and model.condition.classifier is not None
-    if model.uses_labels and y is None and not classifier:
+def _measure(model: VAE, ex: Examples, effort: Effort) -> dict[str, Any]:
+    """The measures of :func:`evaluate`, in the order they draw random numbers."""
+    y = _condition(model, ex)
+    out = _elbo(model, ex.x, y, effort.iw)
+    if model.uses_labels:  # log p(x|y) where labels are given; M2 also sums y out
+        out.update(conditional=y is not None, accuracy=None,
+                   marginal_log_likelihood=None, marginal_log_likelihood_se=None)
+    if effort.iw > 0 and (y is not None or not model.uses_labels):
+        out.update(_importance(model, ex.x, y, effort))
+    if model.has_classifier:
+        out.update(_classifier(model, ex, y, effort))
+    out["elbo_bpd"] = bits_per_dim(model, out["elbo"])
+    out["log_likelihood_bpd"] = bits_per_dim(model, out["log_likelihood"])
+    out.update(_latents(model, ex, y, effort))
+    return out
+
+
+def _condition(model: VAE, ex: Examples) -> Tensor | None:
+    """The labels a model conditioned on labels reads (``None`` for other models, and for
+    a model with a classifier measured without labels)."""
+    if not model.uses_labels:
+        return None
+    if ex.labels is None and not model.has_classifier:
         raise VarfamError(
             "this run is conditioned on labels, but the evaluated data has none; evaluate it "
             "on labelled data"
         )
+    return ex.labels
+
+
+def _elbo(model: VAE, x: Tensor, y: Tensor | None, iw: int) -> dict[str, Any]:
+    """The single-draw ELBO and its terms, with the importance-sampled entries unset."""
     recon, kl = _elbo_per_example(model, x, y=y)
     elbo, elbo_se = _mean_se(recon - kl)
-    out: dict[str, Any] = {
+    return {
         "n": int(x.shape[0]),
         "latent_dim": int(model.latent_dim),
         "iw": int(iw),
@@ -474,49 +464,61 @@ def _measure(model: VAE, x: Tensor, labels: Tensor | None, train: Tensor | None,
         "inference_gap": None,
         "inference_gap_se": None,
     }
-    if model.uses_labels:  # log p(x|y) where labels are given; M2 also sums y out
-        out.update(conditional=y is not None, accuracy=None,
-                   marginal_log_likelihood=None, marginal_log_likelihood_se=None)
-    if iw > 0 and (y is not None or not model.uses_labels):
-        res = importance_sampling(model, x, iw, memory_mb=memory_mb, y=y)
-        ll, ll_se = _mean_se(res.log_likelihood)
-        gap, gap_se = _mean_se(res.log_likelihood - res.elbo)
-        out.update(log_likelihood=ll, log_likelihood_se=_finite(ll_se),
-                   elbo_iw_samples=float(res.elbo.mean()),
-                   inference_gap=gap, inference_gap_se=_finite(gap_se))
-    if classifier:
-        from varfam.evaluation.classify import accuracy
 
-        if labels is not None:
-            out["accuracy"] = accuracy(model, x, labels)
-        if iw > 0:
-            mll, mll_se = _mean_se(marginal_importance_sampling(model, x, iw, memory_mb=memory_mb))
-            out.update(marginal_log_likelihood=mll, marginal_log_likelihood_se=_finite(mll_se))
-            if y is None:  # no labels: log p(x) is the marginal
-                out.update(log_likelihood=mll, log_likelihood_se=_finite(mll_se))
-    out["elbo_bpd"] = bits_per_dim(model, out["elbo"])
-    out["log_likelihood_bpd"] = bits_per_dim(model, out["log_likelihood"])
 
+def _importance(model: VAE, x: Tensor, y: Tensor | None, effort: Effort) -> dict[str, Any]:
+    """log p(x) (log p(x|y) given labels), the ELBO of the same draws and the gap."""
+    res = importance_sampling(model, x, effort.iw, memory_mb=effort.memory_mb, y=y)
+    ll, ll_se = _mean_se(res.log_likelihood)
+    gap, gap_se = _mean_se(res.log_likelihood - res.elbo)
+    return {"log_likelihood": ll, "log_likelihood_se": _finite(ll_se),
+            "elbo_iw_samples": float(res.elbo.mean()),
+            "inference_gap": gap, "inference_gap_se": _finite(gap_se)}
+
+
+def _classifier(model: VAE, ex: Examples, y: Tensor | None, effort: Effort) -> dict[str, Any]:
+    """A classifier's accuracy and log p(x) with y summed out (which is log p(x) itself
+    where the data has no labels)."""
+    from varfam.evaluation.classify import accuracy
+
+    out: dict[str, Any] = {}
+    if ex.labels is not None:
+        out["accuracy"] = accuracy(model, ex.x, ex.labels)
+    if effort.iw > 0:
+        mll, mll_se = _mean_se(
+            marginal_importance_sampling(model, ex.x, effort.iw, memory_mb=effort.memory_mb)
+        )
+        out.update(marginal_log_likelihood=mll, marginal_log_likelihood_se=_finite(mll_se))
+        if y is None:
+            out.update(log_likelihood=mll, log_likelihood_se=_finite(mll_se))
+    return out
+
+
+def _latents(model: VAE, ex: Examples, y: Tensor | None, effort: Effort) -> dict[str, Any]:
+    """KL per dimension, active units, mutual information and the probe's accuracy."""
+    x = ex.x
     per_dim = kl_per_dimension_mean(model, x, y=y)
-    out["kl_per_dim"] = None if per_dim is None else [float(v) for v in per_dim]
     locs = latent_locations(model, x, y=y)
     count, var = active_units(locs)
-    out["active_units"] = count
-    out["latent_variance"] = [float(v) for v in var]
-    m = min(mi_examples, x.shape[0])
-    out["mi_examples"] = m
-    out["mutual_information"] = _finite(
-        mutual_information(model, x[:m], y=None if y is None else y[:m])
-    )
-    out["probe_accuracy"] = None
-    out["probe_train"] = None
-    if labels is not None and train is not None and train_labels is not None:
-        known = train_labels >= 0  # semi-supervised data: only the labels it keeps
-        train, train_labels = train[known][:probe_examples], train_labels[known][:probe_examples]
-        n_train = train.shape[0]
+    m = min(effort.mi_examples, x.shape[0])
+    out: dict[str, Any] = {
+        "kl_per_dim": None if per_dim is None else [float(v) for v in per_dim],
+        "active_units": count,
+        "latent_variance": [float(v) for v in var],
+        "mi_examples": m,
+        "mutual_information": _finite(
+            mutual_information(model, x[:m], y=None if y is None else y[:m])
+        ),
+        "probe_accuracy": None,
+        "probe_train": None,
+    }
+    if ex.labels is not None and ex.train is not None and ex.train_labels is not None:
+        known = ex.train_labels >= 0  # semi-supervised data: only the labels it keeps
+        train = ex.train[known][: effort.probe_examples]
+        train_labels = ex.train_labels[known][: effort.probe_examples]
         train_locs = latent_locations(model, train, y=train_labels if y is not None else None)
-        out["probe_accuracy"] = probe_accuracy(train_locs, train_labels, locs, labels)
-        out["probe_train"] = n_train
+        out["probe_accuracy"] = probe_accuracy(train_locs, train_labels, locs, ex.labels)
+        out["probe_train"] = train.shape[0]
     return out
 
 

@@ -35,9 +35,7 @@ continuous columns).
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +47,7 @@ from torch import Tensor
 from varfam.data.columns import COUNTS, DISCRETE_LEVELS, Column, level_key
 from varfam.data.tables import Table, load_table, pandas
 from varfam.errors import VarfamError
+from varfam.evaluation.importance import block_sizes, weighed_draws
 from varfam.likelihoods.mixed import MixedColumns, MixedLikelihood, median_level
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -112,12 +111,6 @@ class Imputation:
     log_likelihood: np.ndarray
 
 
-def _rows_per_chunk(model: VAE, k: int, memory_mb: float) -> int:
-    lik = model.likelihood
-    per_row = 4 * k * lik.params_per_value * math.prod(lik.data_shape) * 3
-    return max(1, int(memory_mb * 2**20) // per_row)
-
-
 @torch.inference_mode()
 def conditional_predictions(
     model: VAE,
@@ -132,14 +125,16 @@ def conditional_predictions(
 
     ``x`` is in model units with NaN where missing; see the module doc for what
     is estimated. ``draws``: how many SIR draws to return (0: none). With ``seed``
-    the draws are reproducible and torch's global random state is untouched.
+    the draws are reproducible and torch's global random state is untouched. The rows
+    are weighed in chunks whose k draws fit ``memory_mb`` together
+    (:func:`varfam.evaluation.importance.block_sizes`).
     """
     if k < 1:
         raise VarfamError(f"the number of importance draws must be at least 1, got {k}")
     columns = table_columns(model)
-    with _seeded_eval(model, seed):
+    with model.evaluating(seed):
+        b, _ = block_sizes(model, x.shape[0], k, memory_mb, samples=k)
         parts = [_chunk(model, columns, x[i : i + b].to(model.device, torch.float32), k, draws)
-                 for b in (_rows_per_chunk(model, k, memory_mb),)
                  for i in range(0, x.shape[0], b)]
     values = {c.name: np.concatenate([p[0][c.name] for p in parts]) for c in columns}
     sir = torch.cat([p[1] for p in parts], 1) if draws else None
@@ -147,31 +142,12 @@ def conditional_predictions(
     return Imputation(values, sir, ll)
 
 
-@contextlib.contextmanager
-def _seeded_eval(model: VAE, seed: int | None) -> Iterator[None]:
-    """``model`` in eval mode, and with ``seed`` torch's random state forked and seeded,
-    so the caller's draws are reproducible and the global state is left untouched."""
-    devices = [model.device] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        was_training = model.training
-        model.eval()
-        try:
-            yield
-        finally:
-            model.train(was_training)
-
-
 def _chunk(model: VAE, columns: list[Column], x: Tensor, k: int,
            draws: int) -> tuple[dict[str, np.ndarray], Tensor, np.ndarray]:
     b = x.shape[0]
-    q = model.encode(x)
-    z = q.sample((k,))  # (k, B, D)
-    log_w = model.prior_distribution().log_prob(z) - q.log_prob(z)
-    px = model.decode(z.reshape(k * b, -1))
+    weighed = next(weighed_draws(model, x, k, rows=b, samples=k, decoded=True))
+    log_w, px = weighed.log_w, weighed.decoded  # (k, B) float64; p(x|z) of the k·B draws
     assert isinstance(px, MixedColumns)
-    log_w = (log_w + px.log_prob(x.expand(k, *x.shape).reshape(k * b, -1)).view(k, b)).double()
     w = torch.softmax(log_w, 0)  # (k, B)
     ll = (torch.logsumexp(log_w, 0) - math.log(k)).cpu().numpy()
     values: dict[str, np.ndarray] = {}
@@ -313,7 +289,7 @@ def sample_table(model: VAE, n: int, *, seed: int | None = 0) -> pd.DataFrame:
     from varfam.data.tables import from_model_units
 
     columns = table_columns(model)
-    with _seeded_eval(model, seed):
+    with model.evaluating(seed):
         z = model.prior_distribution().sample((n,))
         x = model.decode(z).sample()
     return from_model_units(x, columns)
