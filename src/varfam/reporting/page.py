@@ -18,7 +18,6 @@ import html
 import io
 import json
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,6 @@ from varfam.runs.metrics import append_record, jsonable, read_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
-    from PIL import Image
 
     from varfam.data import Dataset
     from varfam.model import VAE
@@ -78,30 +76,6 @@ def _figure_png(fig: Figure) -> bytes:
     fig.savefig(buf, format="png")
     _pyplot().close(fig)
     return buf.getvalue()
-
-
-def _image_png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _grid_png(images: torch.Tensor, ncol: int) -> bytes:
-    from varfam.reporting.pictures import as_images, image_grid
-
-    h = as_images(images).shape[-2]
-    return _image_png(image_grid(images, ncol, scale=max(1, 56 // h)))
-
-
-def _class_grid_png(model: VAE, per_class: int) -> bytes:
-    """Class-conditional samples, one row per class, each row named (see :func:`viz.class_grid`)."""
-    from varfam.reporting.pictures import as_images, class_grid, image_grid, label_rows
-
-    images = class_grid(model, per_class)
-    h = as_images(images).shape[-2]
-    names = list(model.condition.names)
-    return _image_png(label_rows(image_grid(images, per_class, scale=max(1, 56 // h)), names,
-                                 len(names)))
 
 
 def _img_tag(png: bytes, alt: str) -> str:
@@ -208,93 +182,20 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-
 img{image-rendering:pixelated;max-width:100%}p.note{color:#555}"""
 
 
-@torch.no_grad()
-def _pictures(model: VAE, x: torch.Tensor, labels: torch.Tensor | None,
-              m: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(key, title, html body) of every picture section."""
-    from varfam.reporting.pictures import (
-        interpolation_grid,
-        manifold_grid,
-        reconstruction_grid,
-        save_latent_map,
-        to_latent_support,
-        traversal_grid,
-    )
-    from varfam.tables.report import is_table, table_sections
+def _pictures(model: VAE, x: torch.Tensor, labels: torch.Tensor | None, m: dict[str, Any],
+              seed: int = 0) -> list[tuple[str, str, str]]:
+    """(key, title, html body) of every picture section: the run's pictures
+    (:func:`~varfam.reporting.pictures.run_pictures`, or a table's
+    :func:`~varfam.tables.report.table_figures`), each image above its note."""
+    from varfam.reporting.pictures import run_pictures
+    from varfam.tables.report import is_table, table_figures
 
-    if is_table(model):  # a table: marginals, correlations and the latent map
-        return [(key, title, _img_tag(png, title) + f'<p class="note">{html.escape(note)}</p>')
-                for key, title, png, note in table_sections(model, x, labels)]
-    out = []
-    y = labels if model.uses_labels else None  # what a model conditioned on labels reads
-    label, label_text = None, ""  # the class of the traversals and the manifold
-    if model.uses_labels:
-        label = int(model.labels_of(x[:1].to(model.device), None if y is None else y[:1])[0])
-        label_text = f", decoded as class {html.escape(model.condition.names[label])}"
-    rec, per_row = reconstruction_grid(model, x[:16], draws=1, y=None if y is None else y[:16])
-    out.append(("reconstructions", "Reconstructions", _img_tag(_grid_png(rec, 4 * per_row),
-               "reconstructions") + '<p class="note">Pairs: test input, then the decoded mean '
-               + ("of one z ~ q(z|x, y), decoded with the input's label y.</p>"
-                  if model.uses_labels else "of one z ~ q(z|x).</p>")))
-    if model.uses_labels:
-        out.append(("samples", "Samples per class", _img_tag(_class_grid_png(model, 8),
-                   "samples per class") + '<p class="note">One row per class, named on the '
-                   "left: decoded means of 8 draws z ~ p(z|y) with that class y.</p>"))
+    if is_table(model):
+        pictures = table_figures(model, x, labels, seed)
     else:
-        out.append(("samples", "Prior samples", _img_tag(_grid_png(model.sample(64), 8),
-                   "samples") + '<p class="note">Decoded means of 64 draws z ~ p(z).</p>'))
-    pairs = min(4, x.shape[0] // 2)
-    if pairs:
-        path = interpolation_grid(model, x[: 2 * pairs], steps=10,
-                                  y=None if y is None else y[: 2 * pairs])
-        body = _img_tag(_grid_png(path, 10), "interpolations")
-        body += '<p class="note">Each row decodes the straight line (the great circle on the ' \
-                "sphere) between the latent means of two test inputs.</p>"
-    else:
-        body = '<p class="note">Needs at least two test examples.</p>'
-    out.append(("interpolations", "Interpolations", body))
-
-    support = getattr(model.family, "latent_support", "real")
-    base = None
-    if support == "real":
-        try:
-            p = model.prior_distribution(None if label is None else [label])
-            mean = p.mean.float().reshape(-1)
-            base = mean if bool(torch.isfinite(mean).all()) else None
-        except (NotImplementedError, AttributeError, RuntimeError):
-            base = None
-    base_text = "the prior's mean"
-    if base is None:
-        first = model.encode_location(x[:1].to(model.device), None if label is None else [label])
-        base = to_latent_support(first[0], support)
-        base_text = "the latent mean of the first test example"
-    score = m.get("kl_per_dim") or m["latent_variance"]
-    score_name = "KL per dimension" if m.get("kl_per_dim") else "variance of the latent means"
-    order = sorted(range(len(score)), key=lambda u: -score[u])[:10]
-    steps = 9
-    grid = traversal_grid(model, base, order, steps=steps, span=3.0, label=label)
-    caption = ", ".join(f"z{u + 1} ({score[u]:.2f})" for u in order)
-    more = f" (the top {len(order)} of {len(score)})" if len(order) < len(score) else ""
-    out.append(("traversals", "Latent traversals", _img_tag(_grid_png(grid, steps), "traversals")
-               + f'<p class="note">One row per latent dimension{more}, ordered by {score_name}: '
-               f"{html.escape(caption)}. Each row varies that dimension over −3..3 around "
-               f"{base_text} (other coordinates fixed){label_text}.</p>"))
-
-    with tempfile.TemporaryDirectory() as tmp:
-        png = save_latent_map(model, x, labels, Path(tmp) / "latent.png").read_bytes()
-    how = "the latent means" if model.latent_dim <= 2 else "the first two principal axes"
-    out.append(("latent-map", "Latent map", _img_tag(png, "latent map")
-               + f'<p class="note">{x.shape[0]} test examples, {how}'
-               + (", coloured by label" if labels is not None else "") + ".</p>"))
-    if model.latent_dim == 2:
-        from varfam.evaluation.bounds import latent_locations
-
-        n = 15
-        grid = manifold_grid(model, n=n, locations=latent_locations(model, x, y=y), label=label)
-        out.append(("manifold", "Decoded manifold", _img_tag(_grid_png(grid, n), "manifold")
-                   + '<p class="note">A 15 × 15 grid over the 2-D latent square, decoded '
-                   f"(z1 left to right, z2 top to bottom decreasing){label_text}.</p>"))
-    return out
+        pictures = run_pictures(model, x, labels, seed=seed, metrics=m)
+    return [(p.key, p.title, ("" if p.image is None else _img_tag(p.png(), p.alt))
+             + f'<p class="note">{html.escape(p.note, quote=False)}</p>') for p in pictures]
 
 
 def render_report(run_dir: Path, model: VAE, cfg_dict: dict[str, Any], x: torch.Tensor,
@@ -325,11 +226,8 @@ def render_report(run_dir: Path, model: VAE, cfg_dict: dict[str, Any], x: torch.
     body += _img_tag(_figure_png(_bar_chart(m["latent_variance"], "Var_x E_q[z_u]", 0.01)),
                      "variance of latent means")
     sections.append(_section("metrics", "Metrics", body))
-    devices = [model.device] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for key, title, body in _pictures(model, x, labels, m):
-            sections.append(_section(key, title, body))
+    for key, title, body in _pictures(model, x, labels, m, seed):
+        sections.append(_section(key, title, body))
     title = f"varfam run {Path(run_dir).name}"
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
             f"</title><style>{_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"

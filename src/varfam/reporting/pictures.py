@@ -6,7 +6,10 @@ the latent map uses matplotlib. Images are (N, C, H, W) or (N, D) tensors in [0,
 
 from __future__ import annotations
 
+import io
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +19,8 @@ from PIL import Image
 from torch import Tensor
 
 if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
     from varfam.model import VAE
 
 __all__ = [
@@ -27,7 +32,12 @@ __all__ = [
     "interpolation_grid",
     "latent_map",
     "pca_2d",
+    "latent_map_figure",
     "save_latent_map",
+    "Picture",
+    "PICTURE_FILES",
+    "run_pictures",
+    "write_pictures",
     "write_run_pictures",
     "to_latent_support",
     "traversal_grid",
@@ -36,6 +46,15 @@ __all__ = [
     "label_rows",
     "save_class_grid",
 ]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def as_images(x: Tensor) -> Tensor:
@@ -220,18 +239,12 @@ def latent_map(
     return torch.cat(out)
 
 
-def save_latent_map(
-    model: VAE, x: Tensor, labels: Tensor | None, path: str | Path
-) -> Path:
+def latent_map_figure(model: VAE, x: Tensor, labels: Tensor | None) -> Figure:
     """Scatter plot of the test set's latent means in 2-D (PCA when D > 2), coloured by label.
 
     A model conditioned on labels encodes each example with its label.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     coords, _, _ = pca_2d(latent_map(model, x, y=labels if model.uses_labels else None))
     fig, ax = plt.subplots(figsize=(6, 5.4), dpi=100)
     if labels is not None:
@@ -245,10 +258,109 @@ def save_latent_map(
     n = x.shape[0]
     ax.set_title(f"latent means of {n} test example{'s' if n != 1 else ''}")
     fig.tight_layout()
+    return fig
+
+
+def save_latent_map(
+    model: VAE, x: Tensor, labels: Tensor | None, path: str | Path
+) -> Path:
+    """Write :func:`latent_map_figure` as a PNG."""
     path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
+    path.write_bytes(Picture("latent-map", "", "", "", latent_map_figure(model, x, labels)).png())
     return path
+
+
+# ---------------------------------------------------------------- a run's pictures
+#: The file of each picture a run folder holds (the others are on report.html only).
+PICTURE_FILES = {
+    "reconstructions": "reconstructions.png", "samples": "samples.png",
+    "interpolations": "interpolation.png", "latent-map": "latent.png",
+    "marginals": "marginals.png", "correlations": "correlations.png",
+}
+
+
+@dataclass
+class Picture:
+    """One picture of a run, whoever shows it (the run folder, report.html, a tracker).
+
+    ``key`` names it (the page's section id; :data:`PICTURE_FILES` its file), ``title``
+    and ``alt`` are a heading and a short name, ``note`` says in plain text what it
+    shows. ``image`` is a PIL image or a matplotlib figure (saved at ``dpi``), or
+    ``None`` where the data cannot give it (the note says why).
+    """
+
+    key: str
+    title: str
+    alt: str
+    note: str
+    image: Image.Image | Figure | None
+    dpi: float | None = None
+    _png: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def file(self) -> str | None:
+        """The file name in the run folder, or ``None`` for a picture of the page only."""
+        return PICTURE_FILES.get(self.key)
+
+    def png(self) -> bytes:
+        """The image as PNG bytes (a figure is rendered once, then closed)."""
+        if self._png is None and self.image is not None:
+            buf = io.BytesIO()
+            if isinstance(self.image, Image.Image):
+                self.image.save(buf, format="PNG")
+            else:
+                self.image.savefig(buf, format="png", dpi=self.dpi)
+                _pyplot().close(self.image)
+            self._png = buf.getvalue()
+        return self._png or b""
+
+
+@torch.no_grad()
+def run_pictures(
+    model: VAE, x: Tensor, labels: Tensor | None = None, *, seed: int = 0,
+    metrics: dict[str, Any] | None = None, keys: Iterable[str] | None = None,
+) -> list[Picture]:
+    """The pictures of an image run on test examples ``x`` (N, *data_shape): reconstructions,
+    samples, interpolations, latent traversals, the latent map and, for 2-D latents, the
+    decoded manifold (only those in ``keys``, when given).
+
+    Drawn in eval mode with torch's random state forked and seeded by ``seed``. A model
+    conditioned on labels reads the test ``labels`` (N,), draws one row of samples per
+    class, and decodes its traversals and manifold as the first example's class.
+    ``metrics``: :func:`varfam.evaluation.bounds.evaluate`'s results on ``x``, whose KL
+    per dimension (or variance of the latent means) orders the traversals.
+    """
+    wanted = set(PICTURE_FILES) | {"traversals", "manifold"} if keys is None else set(keys)
+    y = labels if model.uses_labels else None  # what a model conditioned on labels reads
+    out = []
+    with model.evaluating(seed):
+        if "reconstructions" in wanted:
+            out.append(_reconstructions(model, x, y))
+        if "samples" in wanted:
+            out.append(_samples(model))
+        if "interpolations" in wanted:
+            out.append(_interpolations(model, x, y))
+        if "traversals" in wanted:
+            out.append(_traversals(model, x, y, metrics))
+        if "latent-map" in wanted:
+            out.append(_latent_map(model, x, labels))
+        if "manifold" in wanted and model.latent_dim == 2:
+            out.append(_manifold(model, x, y))
+    return out
+
+
+def write_pictures(pictures: Iterable[Picture], run_dir: str | Path) -> dict[str, Path]:
+    """Write the pictures that have a file (:data:`PICTURE_FILES`) into ``run_dir``:
+    {file stem: path}."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for picture in pictures:
+        if picture.file is not None and picture.image is not None:
+            path = run_dir / picture.file
+            path.write_bytes(picture.png())
+            out[path.stem] = path
+    return out
 
 
 def write_run_pictures(
@@ -260,28 +372,111 @@ def write_run_pictures(
     with one. A model conditioned on labels reads the test ``labels``, and its
     samples.png holds one row of class-conditional samples per class, named.
     """
-    run_dir = Path(run_dir)
-    model.eval()
-    state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        y = labels if model.uses_labels else None
-        rec, per_row = reconstruction_grid(model, test[:16], draws=1,
-                                           y=None if y is None else y[:16])
-        out = {
-            "reconstructions": save_grid(rec, run_dir / "reconstructions.png", ncol=4 * per_row),
-            "samples": save_class_grid(model, run_dir / "samples.png") if model.uses_labels
-            else save_grid(sample_grid(model, 64), run_dir / "samples.png", ncol=8),
-        }
-        if test.shape[0] >= 2:
-            out["interpolation"] = save_grid(
-                interpolation_grid(model, test[:8], steps=10, y=None if y is None else y[:8]),
-                run_dir / "interpolation.png", ncol=10,
-            )
-        out["latent"] = save_latent_map(model, test, labels, run_dir / "latent.png")
-    finally:
-        torch.set_rng_state(state)
-    return out
+    return write_pictures(run_pictures(model, test, labels, seed=seed, keys=PICTURE_FILES),
+                          run_dir)
+
+
+def _grid(images: Tensor, ncol: int) -> Image.Image:
+    return image_grid(images, ncol, scale=_auto_scale(images))
+
+
+def _reconstructions(model: VAE, x: Tensor, y: Tensor | None) -> Picture:
+    rec, per_row = reconstruction_grid(model, x[:16], draws=1, y=None if y is None else y[:16])
+    how = ("of one z ~ q(z|x, y), decoded with the input's label y." if model.uses_labels
+           else "of one z ~ q(z|x).")
+    return Picture("reconstructions", "Reconstructions", "reconstructions",
+                   f"Pairs: test input, then the decoded mean {how}", _grid(rec, 4 * per_row))
+
+
+def _samples(model: VAE) -> Picture:
+    if not model.uses_labels:
+        return Picture("samples", "Prior samples", "samples",
+                       "Decoded means of 64 draws z ~ p(z).", _grid(sample_grid(model, 64), 8))
+    names = list(model.condition.names)
+    image = label_rows(_grid(class_grid(model, 8), 8), names, len(names))
+    return Picture("samples", "Samples per class", "samples per class",
+                   "One row per class, named on the left: decoded means of 8 draws "
+                   "z ~ p(z|y) with that class y.", image)
+
+
+def _interpolations(model: VAE, x: Tensor, y: Tensor | None) -> Picture:
+    pairs = min(4, x.shape[0] // 2)
+    if not pairs:
+        return Picture("interpolations", "Interpolations", "interpolations",
+                       "Needs at least two test examples.", None)
+    path = interpolation_grid(model, x[: 2 * pairs], steps=10,
+                              y=None if y is None else y[: 2 * pairs])
+    return Picture("interpolations", "Interpolations", "interpolations",
+                   "Each row decodes the straight line (the great circle on the sphere) "
+                   "between the latent means of two test inputs.", _grid(path, 10))
+
+
+def _class_of_first(model: VAE, x: Tensor, y: Tensor | None) -> tuple[int | None, str]:
+    """The class a model conditioned on labels decodes traversals and the manifold with
+    (the first test example's), and the words that say so; (None, "") for other models."""
+    if not model.uses_labels:
+        return None, ""
+    label = int(model.labels_of(x[:1].to(model.device), None if y is None else y[:1])[0])
+    return label, f", decoded as class {model.condition.names[label]}"
+
+
+def _traversal_base(model: VAE, x: Tensor, label: int | None) -> tuple[Tensor, str]:
+    """Where the traversals start: the prior's mean where it has one, else the latent
+    mean of the first test example; and the words that say which."""
+    support = getattr(model.family, "latent_support", "real")
+    if support == "real":
+        try:
+            mean = model.prior_distribution(None if label is None else [label]).mean
+            mean = mean.float().reshape(-1)
+            if bool(torch.isfinite(mean).all()):
+                return mean, "the prior's mean"
+        except (NotImplementedError, AttributeError, RuntimeError):
+            pass
+    first = model.encode_location(x[:1].to(model.device), None if label is None else [label])
+    return to_latent_support(first[0], support), "the latent mean of the first test example"
+
+
+def _traversals(model: VAE, x: Tensor, y: Tensor | None,
+                metrics: dict[str, Any] | None) -> Picture:
+    from varfam.evaluation.bounds import active_units, kl_per_dimension_mean, latent_locations
+
+    label, label_text = _class_of_first(model, x, y)
+    base, base_text = _traversal_base(model, x, label)
+    if metrics is None:  # the two orders evaluate() reports
+        per_dim = kl_per_dimension_mean(model, x, y=y)
+        variance = active_units(latent_locations(model, x, y=y))[1]
+        metrics = {"kl_per_dim": None if per_dim is None else per_dim.tolist(),
+                   "latent_variance": variance.tolist()}
+    score = metrics.get("kl_per_dim") or metrics["latent_variance"]
+    score_name = "KL per dimension" if metrics.get("kl_per_dim") else "variance of the latent means"
+    order = sorted(range(len(score)), key=lambda u: -score[u])[:10]
+    steps = 9
+    grid = traversal_grid(model, base, order, steps=steps, span=3.0, label=label)
+    caption = ", ".join(f"z{u + 1} ({score[u]:.2f})" for u in order)
+    more = f" (the top {len(order)} of {len(score)})" if len(order) < len(score) else ""
+    return Picture("traversals", "Latent traversals", "traversals",
+                   f"One row per latent dimension{more}, ordered by {score_name}: {caption}. "
+                   f"Each row varies that dimension over −3..3 around {base_text} (other "
+                   f"coordinates fixed){label_text}.", _grid(grid, steps))
+
+
+def _latent_map(model: VAE, x: Tensor, labels: Tensor | None) -> Picture:
+    how = "the latent means" if model.latent_dim <= 2 else "the first two principal axes"
+    coloured = ", coloured by label" if labels is not None else ""
+    return Picture("latent-map", "Latent map", "latent map",
+                   f"{x.shape[0]} test examples, {how}{coloured}.",
+                   latent_map_figure(model, x, labels))
+
+
+def _manifold(model: VAE, x: Tensor, y: Tensor | None) -> Picture:
+    from varfam.evaluation.bounds import latent_locations
+
+    label, label_text = _class_of_first(model, x, y)
+    n = 15
+    grid = manifold_grid(model, n=n, locations=latent_locations(model, x, y=y), label=label)
+    return Picture("manifold", "Decoded manifold", "manifold",
+                   "A 15 × 15 grid over the 2-D latent square, decoded (z1 left to right, z2 "
+                   f"top to bottom decreasing){label_text}.", _grid(grid, n))
 
 
 def to_latent_support(z: Tensor, support: str) -> Tensor:

@@ -16,7 +16,6 @@ into a table run's folder, and ``report.html`` shows them.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,13 +25,14 @@ from torch import Tensor
 
 from varfam.data.columns import DISCRETE_LEVELS, Column
 from varfam.likelihoods.mixed import MixedLikelihood
+from varfam.reporting.pictures import Picture, pca_2d, write_pictures
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
     from varfam.model import VAE
 
-__all__ = ["is_table", "table_figures", "table_sections", "write_table_pictures"]
+__all__ = ["is_table", "table_figures", "write_table_pictures"]
 
 #: Columns shown in the marginals figure (the first ones).
 MAX_COLUMNS = 16
@@ -114,7 +114,6 @@ def correlations_figure(columns: list[Column], real: np.ndarray, fake: np.ndarra
 
 def latent_figure(model: VAE, x: Tensor, labels: Tensor | None) -> tuple[Figure, str]:
     from varfam.evaluation.bounds import latent_locations
-    from varfam.reporting.pictures import pca_2d
 
     plt = _pyplot()
     z = latent_locations(model, x)
@@ -140,54 +139,36 @@ def latent_figure(model: VAE, x: Tensor, labels: Tensor | None) -> tuple[Figure,
 
 
 @torch.no_grad()
-def table_figures(model: VAE, x: Tensor, labels: Tensor | None,
-                  seed: int = 0) -> list[tuple[str, str, Figure, str]]:
-    """(key, title, figure, note) for the marginals, correlations and latent map of ``x``."""
+def table_figures(model: VAE, x: Tensor, labels: Tensor | None, seed: int = 0) -> list[Picture]:
+    """The marginals, correlations and latent map of ``x`` (N, C) (see the module doc), as
+    :class:`~varfam.reporting.pictures.Picture` s; drawn in eval mode with torch's random
+    state forked and seeded by ``seed``."""
     from varfam.tables.imputation import table_columns
 
     columns = table_columns(model)
-    torch.manual_seed(seed)
-    model.eval()
-    fake = model.decode(model.prior_distribution().sample((max(x.shape[0], 500),))).sample()
-    real, gen = x.double().cpu().numpy(), fake.double().cpu().numpy()
-    latent, what = latent_figure(model, x, labels)
+    with model.evaluating(seed):
+        fake = model.decode(model.prior_distribution().sample((max(x.shape[0], 500),))).sample()
+        real, gen = x.double().cpu().numpy(), fake.double().cpu().numpy()
+        latent, what = latent_figure(model, x, labels)
     n = real.shape[0]
     return [
-        ("marginals", "Marginals", marginals_figure(columns, real, gen),
-         f"Per column: the observed cells of {n} real rows against {gen.shape[0]} rows drawn "
-         "from the model (z ~ p(z), x ~ p(x|z)); original units, or each level's share"
-         + (f" (the first {MAX_COLUMNS} columns)." if len(columns) > MAX_COLUMNS else ".")),
-        ("correlations", "Correlations", correlations_figure(columns, real, gen),
-         "Pearson correlations between columns (levels as their codes): real rows "
-         "(pairwise over the observed cells) and generated rows."),
-        ("latent-map", "Latent map", latent,
-         f"Latent means of {n} real rows" + (", first two principal axes"
-                                              if model.latent_dim > 2 else "")
-         + f", coloured by {what} (grey: missing)."),
+        Picture("marginals", "Marginals", "Marginals",
+                f"Per column: the observed cells of {n} real rows against {gen.shape[0]} rows "
+                "drawn from the model (z ~ p(z), x ~ p(x|z)); original units, or each level's "
+                "share" + (f" (the first {MAX_COLUMNS} columns)." if len(columns) > MAX_COLUMNS
+                           else "."), marginals_figure(columns, real, gen), dpi=90),
+        Picture("correlations", "Correlations", "Correlations",
+                "Pearson correlations between columns (levels as their codes): real rows "
+                "(pairwise over the observed cells) and generated rows.",
+                correlations_figure(columns, real, gen), dpi=90),
+        Picture("latent-map", "Latent map", "Latent map",
+                f"Latent means of {n} real rows" + (", first two principal axes"
+                                                     if model.latent_dim > 2 else "")
+                + f", coloured by {what} (grey: missing).", latent, dpi=90),
     ]
-
-
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    _pyplot().close(fig)
-    return buf.getvalue()
-
-
-def table_sections(model: VAE, x: Tensor, labels: Tensor | None,
-                   seed: int = 0) -> list[tuple[str, str, bytes, str]]:
-    """(key, title, PNG bytes, note) of the report's sections for a table run."""
-    return [(k, t, _png(f), note) for k, t, f, note in table_figures(model, x, labels, seed)]
 
 
 def write_table_pictures(model: VAE, x: Tensor, labels: Tensor | None, run_dir: str | Path,
                          seed: int = 0) -> dict[str, Path]:
     """Write marginals.png, correlations.png and latent.png of a table run into ``run_dir``."""
-    out = {}
-    names = {"marginals": "marginals.png", "correlations": "correlations.png",
-             "latent-map": "latent.png"}
-    for key, _, png, _ in table_sections(model, x, labels, seed):
-        path = Path(run_dir) / names[key]
-        path.write_bytes(png)
-        out[key.replace("-map", "")] = path
-    return out
+    return write_pictures(table_figures(model, x, labels, seed), run_dir)
