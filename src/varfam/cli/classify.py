@@ -41,7 +41,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if path.suffix not in (".npy", ".npz", ".csv"):
         raise VarfamError(f"output {args.output} must end in .npy, .npz or .csv")
     model, cfg = open_run_for_command(args.run)
-    if model.condition is None or model.condition.classifier is None:
+    if not model.has_classifier:
         raise VarfamError(
             f"{args.run} has no classifier q(y|x); train with --labelled N (semi-supervised) "
             "to get one"
@@ -53,10 +53,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     x = torch.cat([p[0] for p in chosen])
     labelled = all(p[1] is not None for p in chosen)
     true = torch.cat([p[1] for p in chosen]) if labelled else None
-    if tuple(x.shape[1:]) != model.data_shape:
-        raise VarfamError(
-            f"data of shape {tuple(x.shape[1:])} does not fit this run's {model.data_shape}"
-        )
+    model.check_data(x)
     with torch.inference_mode():
         probs = torch.cat([model.classify(x[i : i + 1000]).probs for i in range(0, len(x), 1000)])
     pred = probs.argmax(-1)

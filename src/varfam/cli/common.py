@@ -144,7 +144,7 @@ def data_labels(model, labels):
     :class:`VarfamError` when such a run meets data without labels and has no classifier."""
     if not model.uses_labels:
         return None
-    if labels is None and model.condition.classifier is None:
+    if labels is None and not model.has_classifier:
         raise VarfamError("this run is conditioned on labels, but the data has none; "
                           "use labelled data (class sub-folders, or labels in a .npz)")
     return labels

@@ -34,10 +34,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise VarfamError(f"output {args.output} must end in .npy or .npz")
     model, cfg = open_run_for_command(args.run)
     ds = run_dataset(cfg, args.data)
-    if tuple(ds.data_shape) != model.data_shape:
-        raise VarfamError(
-            f"data of shape {tuple(ds.data_shape)} does not fit this run's {model.data_shape}"
-        )
+    model.check_data(ds)
     parts = [p for p in ("train", "test") if args.split in (p, "all")]
     locs, scales, labels, index, split, factors = [], [], [], [], [], []
     for part in parts:

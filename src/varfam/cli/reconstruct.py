@@ -9,7 +9,6 @@ from varfam.cli.common import (
     nonnegative_int,
     open_run_for_command,
     positive_int,
-    seeded,
     write_images,
 )
 
@@ -32,8 +31,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     model, cfg = open_run_for_command(args.run)
     x, labels = run_test_data(cfg, args.data)
     y = data_labels(model, labels)
-    seeded(args.seed)
-    images, per_row = reconstruction_grid(model, x[: args.n], draws=args.draws,
-                                          y=None if y is None else y[: args.n])
+    with model.evaluating(args.seed):
+        images, per_row = reconstruction_grid(model, x[: args.n], draws=args.draws,
+                                              y=None if y is None else y[: args.n])
     write_images(images, args.output, ncol=per_row)
     return 0

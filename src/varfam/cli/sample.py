@@ -17,7 +17,6 @@ from varfam.cli.common import (
     nonnegative_int,
     open_run_for_command,
     positive_int,
-    seeded,
     write_images,
 )
 from varfam.errors import VarfamError
@@ -65,15 +64,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if not sampler.loaded and sampler.needs_fit:
             print(f"fitted {sampler.describe()} in {sampler.info['fit_seconds']:.1f} s",
                   file=sys.stderr)
-    seeded(args.seed)
+    if args.label is not None:
+        needs_condition(model, "--label")
+    with model.evaluating(args.seed):
+        _write_samples(model, args, sampler)
+    return 0
+
+
+def _write_samples(model, args: argparse.Namespace, sampler) -> None:
+    """Draw the images ``args`` ask for and write them to ``args.output``."""
     if args.label is None:
         write_images(model.sample(args.n or 64, sampler=sampler), args.output, ncol=8)
-        return 0
-    needs_condition(model, "--label")
+        return
     if args.label != "all":
         write_images(model.sample(args.n or 64, args.label, sampler=sampler), args.output,
                      ncol=8)
-        return 0
+        return
     from varfam.reporting.pictures import class_grid, save_class_grid
 
     per_class = args.n or 8
@@ -81,4 +87,3 @@ def cmd_sample(args: argparse.Namespace) -> int:
         write_images(class_grid(model, per_class, sampler), args.output, ncol=per_class)
     else:
         print(save_class_grid(model, args.output, per_class, sampler))
-    return 0

@@ -16,16 +16,12 @@ __all__ = ["predict", "accuracy"]
 @torch.inference_mode()
 def predict(model: VAE, x: Tensor, batch_size: int = 1000) -> Tensor:
     """The most probable class under q(y|x) for every example of ``x``: int64 (N,) on CPU."""
-    was_training = model.training
-    model.eval()
-    try:
+    with model.evaluating():
         out = [
             model.classify(x[i : i + batch_size].to(model.device, torch.float32)).logits
             .argmax(-1).cpu()
             for i in range(0, x.shape[0], batch_size)
         ]
-    finally:
-        model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 

@@ -153,7 +153,7 @@ class Objective:
     def __call__(
         self, model: VAE, x: Tensor, epoch: float | Tensor = 0.0, y: Tensor | None = None
     ) -> ObjectiveResult:
-        if y is not None and model.uses_labels and model.condition.classifier is not None:
+        if y is not None and model.has_classifier:
             return ObjectiveResult(*labelled_objective(
                 self.terms, model, x, y, epoch, alpha=self.alpha,
                 labelled_share=self.labelled_share))

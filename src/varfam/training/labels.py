@@ -96,7 +96,7 @@ class TrainingLabels:
         out = cls(labels[:n], labels[n:] if n_validation else None,
                   None if data.test_labels is None else data.test_labels.long().cpu(),
                   batch_size, ratio)
-        if out.hidden and model.condition.classifier is None:
+        if out.hidden and not model.has_classifier:
             raise no_classifier()
         return out
 
@@ -135,10 +135,11 @@ def fit_classifier(
     cfg: ModelConfig, x: Tensor, y: Tensor, *, steps: int = 500, lr: float = 1e-3,
     batch_size: int = 128, seed: int = 0,
 ) -> Classifier:
-    """The classifier network of a model with ``cfg`` (:func:`varfam.nets.conditioning.build_classifier`)
-    trained on labelled examples ``x`` (N, *data_shape), ``y`` (N,) alone: ``steps`` Adam
-    steps on the cross-entropy of batches of ``batch_size`` (all of them when N is
-    smaller). The baseline that semi-supervised training must beat."""
+    """The classifier network of a model with ``cfg``
+    (:func:`varfam.nets.conditioning.build_classifier`) trained on labelled examples ``x``
+    (N, *data_shape), ``y`` (N,) alone: ``steps`` Adam steps on the cross-entropy of
+    batches of ``batch_size`` (all of them when N is smaller). The baseline that
+    semi-supervised training must beat."""
     from varfam.nets.conditioning import build_classifier
 
     torch.manual_seed(seed)

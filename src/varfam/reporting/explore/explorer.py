@@ -23,7 +23,8 @@ answers the page's questions with plain JSON-ready dictionaries (the HTTP layer 
 Images travel as 8-bit RGBA, base64-encoded, ready for a canvas ``ImageData``:
 grey data (one channel) is drawn grey, three channels as RGB, any other number of
 channels as grey tiles side by side. Pixel values are ``floor(255 * clamp(mean, 0,
-1) + 0.5)`` of the likelihood's mean, the same rounding as :func:`varfam.reporting.pictures.image_grid`.
+1) + 0.5)`` of the likelihood's mean, the same rounding as
+:func:`varfam.reporting.pictures.image_grid`.
 
 >>> import torch, varfam
 >>> from varfam.reporting.explore import Explorer
@@ -130,11 +131,7 @@ class Explorer:
     ) -> None:
         if x.shape[0] < 1:
             raise VarfamError("the explorer needs at least one test example")
-        if tuple(x.shape[1:]) != tuple(model.data_shape):
-            raise VarfamError(
-                f"test data of shape {tuple(x.shape[1:])} does not fit the run's "
-                f"{tuple(model.data_shape)}"
-            )
+        model.check_data(x, "the test data")
         self.model = model.eval()
         self.x = x
         self.labels = labels
@@ -194,8 +191,7 @@ class Explorer:
             return torch.tensor([[0.0, 1.0]]).expand(d, 2).clone()
         values = [self.locations]
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
+            with torch.no_grad(), self.model.evaluating(self.seed):
                 draws = self.model.prior_distribution().sample((RANGE_DRAWS,))
             values.append(draws.float().cpu().reshape(-1, d))
         except (NotImplementedError, RuntimeError, ValueError):
@@ -320,8 +316,7 @@ class Explorer:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise VarfamError("seed must be a non-negative integer")
         y = self._label(label)
-        with self._lock, torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with self._lock, torch.no_grad(), self.model.evaluating(seed):
             p = self.model.prior_distribution(None if y is None else [y])
             z = p.sample().float().cpu().reshape(-1)
         return self._code_answer(z, y, seed=seed)
