@@ -143,3 +143,44 @@ def test_readme_links_reach_their_pages():
         assert path.exists(), f"README.md links to {target}, which does not exist"
         if anchor and path.suffix == ".md":
             assert anchor in _anchors(path), f"README.md links to {target}: no such heading"
+
+
+def _shell_commands(path: Path):
+    """(line, argv) of each ``varfam ...`` command in the page's ```sh / ```bash blocks."""
+    import shlex
+
+    fenced, joined, start = None, "", 0
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("```"):
+            fenced = line[3:].strip() if fenced is None else None
+            continue
+        if fenced not in ("sh", "bash"):
+            continue
+        if not joined:
+            start = i
+        joined += line.rstrip("\\").rstrip() + " "
+        if line.endswith("\\"):
+            continue
+        words, joined = shlex.split(joined, comments=True), ""
+        command: list[str] = []
+        for word in [*words, "&&"]:
+            if word in ("&&", ";", "||", "|"):
+                if "varfam" in command:  # also torchrun ... -m varfam train ...
+                    yield start, command[command.index("varfam") + 1:]
+                command = []
+            else:
+                command.append(word)
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shell_examples_parse(path):
+    """Every ``varfam ...`` line of the pages' shell blocks parses: its command, flags and
+    choices exist (nothing runs: the parser only reads the words)."""
+    from varfam.cli.main import build_parser
+
+    parser = build_parser()
+    for line, argv in _shell_commands(path):
+        try:
+            parser.parse_args(argv)
+        except SystemExit as e:
+            assert e.code == 0, f"{path}:{line}: varfam {' '.join(argv)} does not parse"
