@@ -37,7 +37,8 @@ def test_catalogue_is_written_from_the_registries():
     assert sorted(catalogue.kinds(page)) == sorted(ALL_REGISTRIES), (
         "docs/parts.md needs a <!-- catalogue:KIND:begin/end --> pair for each registry"
     )
-    assert page == catalogue.fill(page), "docs/parts.md is stale: run python docs/hooks/catalogue.py"
+    stale = "docs/parts.md is stale: run python docs/hooks/catalogue.py"
+    assert page == catalogue.fill(page), stale
     for kind, registry in ALL_REGISTRIES.items():
         table = catalogue.table(kind)
         for name in registry.names():
