@@ -97,7 +97,7 @@ def model_config(ds: Dataset, args: argparse.Namespace, **kw: Any) -> ModelConfi
 
 
 def train_config(name: str, args: argparse.Namespace, seed: int, **kw: Any) -> TrainConfig:
-    return TrainConfig(data=name, epochs=args.max_epochs, time_limit=args.budget,
+    return TrainConfig(epochs=args.max_epochs, time_limit=args.budget,
                        batch_size=args.batch_size, lr=args.lr, seed=seed,
                        precision="fp32", **kw)
 
@@ -123,7 +123,7 @@ def semi_supervised(ds: Dataset, name: str, n_labels: int, seed: int, validation
                        classifier=True)
     options = objective_options(data.train_labels[: len(data.train_labels) - validation],
                                 args.alpha)
-    tcfg = train_config(name, args, seed, labelled=n_labels, alpha=options["alpha"],
+    tcfg = train_config(name, args, seed, alpha=options["alpha"],
                         labelled_weight=args.labelled_weight, validation=validation,
                         objective_options={"beta": args.beta})
     model, last = fit(cfg, data, tcfg)

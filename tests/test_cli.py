@@ -105,7 +105,7 @@ def test_toml_config_and_flags_override(tmp_path: Path) -> None:
     assert run("train", "--config", cfg, "--latent-dim", "2", "--out", out, "--quiet") == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"]["latent_dim"] == 2 and saved["model"]["hidden"] == [32]
-    assert saved["train"]["limit"] == 300
+    assert saved["data"]["limit"] == 300
 
 
 def test_encode_splits_keep_labels_and_indices(digits_run: Path, tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ def test_test_limit_cuts_the_test_set_and_is_recorded(tmp_path: Path) -> None:
     assert run("train", "--data", "digits", "--limit", "200", "--test-limit", "50", "--epochs", "1",
                "--hidden", "16", "--latent-dim", "2", "--out", out, "--quiet", "--no-report") == 0
     saved = json.loads((out / "config.json").read_text())
-    assert saved["train"]["limit"] == 200 and saved["train"]["test_limit"] == 50
+    assert saved["data"]["limit"] == 200 and saved["data"]["test_limit"] == 50
     from varfam.runs.folder import open_run, run_dataset
 
     _, cfg = open_run(out)

@@ -44,7 +44,7 @@ def _train(out: Path, data: str, latent_dim: int, **model: Any) -> Path:
     torch.manual_seed(0)
     ds = load_dataset(data)
     net = varfam.VAE.build(data_shape=ds.data_shape, latent_dim=latent_dim, hidden=(48,), **model)
-    varfam.train(net, ds, varfam.TrainConfig(data=data, epochs=1, batch_size=64), out=out)
+    varfam.train(net, ds, varfam.TrainConfig(epochs=1, batch_size=64), out=out)
     return out
 
 

@@ -15,7 +15,7 @@ import torch
 
 import varfam
 from varfam.cli.main import main
-from varfam.config import TrainConfig
+from varfam.config import DataConfig, TrainConfig
 from varfam.errors import VarfamError
 from varfam.reporting.explore import Explorer
 from varfam.runs.checkpoint import save_model
@@ -68,7 +68,7 @@ def run(tmp_path) -> Path:
     torch.manual_seed(0)
     model = varfam.VAE.build(data_shape=(1, 8, 8), latent_dim=2, hidden=(16,))
     out = tmp_path / "run"
-    save_model(model, out, TrainConfig(data="digits", epochs=1, limit=200))
+    save_model(model, out, TrainConfig(epochs=1), DataConfig(source="digits", limit=200))
     lines = [{"epoch": 1, "step": 2, "train_loss": 44.0, "test_elbo": -43.5},
              {"kind": "eval", "after_epoch": 1, "data": "digits", "n": 40, "latent_dim": 2,
               "iw": 50, "elbo": -43.6, "elbo_se": 0.1, "log_likelihood": -42.84,
@@ -108,7 +108,7 @@ def test_load_from_the_hub_cache_offline(hub, run):
         model = varfam.load(f"hf://{ref}")
         assert same_weights(model, original) and not model.training
     model, cfg = open_run(f"hf://{REPO}")
-    assert same_weights(model, original) and cfg.train.data == "digits"
+    assert same_weights(model, original) and cfg.data.source == "digits"
 
 
 def test_every_run_command_takes_a_hub_run(hub, run, tmp_path, monkeypatch, capsys):

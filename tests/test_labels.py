@@ -243,7 +243,7 @@ def test_class_names_of_the_data() -> None:
 def test_labelled_weight_picks_the_batch_or_the_data_share(tmp_path) -> None:
     import json
 
-    from varfam.config import RunConfig, TrainConfig
+    from varfam.config import DataConfig, RunConfig, TrainConfig
     from varfam.objectives.labelled import objective_options
 
     labels = torch.tensor([0, 1] + [-1] * 18)  # 10 % labelled
@@ -252,9 +252,9 @@ def test_labelled_weight_picks_the_batch_or_the_data_share(tmp_path) -> None:
     with pytest.raises(VarfamError, match="labelled_weight must be batch or data"):
         objective_options(labels, None, "both")
     with pytest.raises(VarfamError, match="add --labelled N"):
-        TrainConfig(labelled_weight="data")
+        RunConfig(train=TrainConfig(labelled_weight="data"))
     # a run written before the option weighed by the data: it resumes as it began
-    old = RunConfig(train=TrainConfig(labelled=10)).to_dict()
+    old = RunConfig(data=DataConfig(labelled=10)).to_dict()
     del old["train"]["labelled_weight"]
     (tmp_path / "config.json").write_text(json.dumps(old))
     assert RunConfig.read(tmp_path / "config.json").train.labelled_weight == "data"

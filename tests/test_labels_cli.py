@@ -100,7 +100,7 @@ def test_fifty_labels_of_digits_beat_a_classifier_of_those_fifty(tmp_path: Path,
                  "--labelled-ratio", "0.25", "--epochs", "20", "--seed", "0",
                  "--out", str(run), *SMALL, "--hidden", "128", "--latent-dim", "8"]) == 0
     model, cfg = open_run(run)
-    assert cfg.model.classifier and cfg.train.labelled == 50
+    assert cfg.model.classifier and cfg.data.labelled == 50
     ds = load_dataset("digits")
     m2 = accuracy(model, ds.test, ds.test_labels)
     kept = labelled_indices(ds.train_labels, 50, 0, 10)
@@ -189,7 +189,7 @@ def test_a_labelled_folder_of_images_end_to_end(tmp_path: Path, capsys) -> None:
                  "--hidden", "16", "--latent-dim", "2", "--prior", "conditional",
                  "--out", str(run), "--quiet"]) == 0
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["model"]["classes"] == ["cats", "dogs"] and cfg["train"]["labelled"] == 6
+    assert cfg["model"]["classes"] == ["cats", "dogs"] and cfg["data"]["labelled"] == 6
     page = (run / "report.html").read_text()
     assert "Samples per class" in page and "test accuracy of q(y|x)" in page
     assert main(["sample", str(run), "--label", "cats", "-n", "4", "-o",

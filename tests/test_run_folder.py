@@ -107,9 +107,9 @@ def test_save_without_a_train_config_writes_only_what_is_known(tmp_path: Path) -
 
 def test_save_with_a_train_config_records_it(tmp_path: Path) -> None:
     model = VAE.build(**SMALL)
-    varfam.save(model, tmp_path, TrainConfig(data="digits", epochs=10))
+    varfam.save(model, tmp_path, TrainConfig(epochs=10), varfam.DataConfig(source="digits"))
     cfg = load_run_config(tmp_path)
-    assert cfg.train_recorded and cfg.train.epochs == 10 and cfg.train.data == "digits"
+    assert cfg.train_recorded and cfg.train.epochs == 10 and cfg.data.source == "digits"
     varfam.save(model, tmp_path)  # weights again: the recorded training stays
     assert load_run_config(tmp_path).train.epochs == 10
 

@@ -73,7 +73,7 @@ def test_mlflow_has_the_run_its_params_metrics_and_files(tracked) -> None:
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1  # the resume continued the same run
     run = runs[0]
-    assert run.data.params["train.data"] == "digits"
+    assert run.data.params["data.source"] == "digits"
     assert run.data.params["model.family"] == "diagonal"
     history = client.get_metric_history(run.info.run_id, "test_elbo")
     got = sorted((m.step, m.value) for m in history)

@@ -26,11 +26,14 @@ __version__ = "0.1.0"  # the one place the version is written (pyproject.toml re
 _EXPORTS = {
     "VAE": ("varfam.model", "VAE"),
     "ModelConfig": ("varfam.config", "ModelConfig"),
+    "DataConfig": ("varfam.config", "DataConfig"),
     "TrainConfig": ("varfam.config", "TrainConfig"),
     "RunConfig": ("varfam.config", "RunConfig"),
     "Dataset": ("varfam.data", "Dataset"),
     "load_dataset": ("varfam.data", "load_dataset"),
+    "load_data": ("varfam.data", "load_data"),
     "train": ("varfam.training", "train"),
+    "train_from_config": ("varfam.training", "train_from_config"),
     "TrainResult": ("varfam.training", "TrainResult"),
     "TrainState": ("varfam.training", "TrainState"),
     "Callback": ("varfam.training", "Callback"),
@@ -49,10 +52,11 @@ _EXPORTS = {
     "imputation_errors": ("varfam.tables", "imputation_errors"),
 }
 __all__ = [
-    "VAE", "ModelConfig", "TrainConfig", "RunConfig", "Dataset", "load_dataset",
-    "train", "TrainResult", "TrainState", "Callback", "TrainingRun", "load", "save",
-    "evaluate_elbo", "evaluate", "VarfamError", "ALL_REGISTRIES", "load_table", "Table",
-    "TableDataset", "impute", "sample_table", "imputation_errors", "__version__",
+    "VAE", "ModelConfig", "DataConfig", "TrainConfig", "RunConfig", "Dataset", "load_dataset",
+    "load_data", "train", "train_from_config", "TrainResult", "TrainState", "Callback",
+    "TrainingRun", "load", "save", "evaluate_elbo", "evaluate", "VarfamError",
+    "ALL_REGISTRIES", "load_table", "Table", "TableDataset", "impute", "sample_table",
+    "imputation_errors", "__version__",
 ]
 
 
@@ -76,8 +80,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from varfam.config import ModelConfig, RunConfig, TrainConfig
-    from varfam.data import Dataset, Table, TableDataset, load_dataset, load_table
+    from varfam.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from varfam.data import Dataset, Table, TableDataset, load_data, load_dataset, load_table
     from varfam.errors import VarfamError
     from varfam.evaluation import evaluate, evaluate_elbo
     from varfam.model import VAE
@@ -85,4 +89,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from varfam.runs import load_model as load
     from varfam.runs import save_model as save
     from varfam.tables import imputation_errors, impute, sample_table
-    from varfam.training import Callback, TrainingRun, TrainResult, TrainState, train
+    from varfam.training import (
+        Callback,
+        TrainingRun,
+        TrainResult,
+        TrainState,
+        train,
+        train_from_config,
+    )

@@ -11,6 +11,7 @@ torch.Size([3, 1, 8, 8])
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,6 +25,9 @@ from varfam import likelihoods as _likelihoods  # noqa: F401
 from varfam import nets as _nets  # noqa: F401
 from varfam import priors as _priors  # noqa: F401
 from varfam.config import ModelConfig
+from varfam.data.base import Dataset
+from varfam.data.labels import configure_labels
+from varfam.data.tables import configure_model
 from varfam.errors import VarfamError
 from varfam.families.base import Family
 from varfam.likelihoods.base import Likelihood
@@ -116,6 +120,27 @@ class VAE(nn.Module):
                 classifier = build_classifier(cfg, likelihood.params_per_value)
             condition = LabelCondition(c, cfg.classes, classifier)
         return cls(encoder, family, decoder, likelihood, prior, cfg, condition)
+
+    @classmethod
+    def for_data(cls, data: Dataset, config: ModelConfig | None = None, **overrides: Any) -> VAE:
+        """The model that fits ``data``, built from ``config`` and/or keyword overrides.
+
+        The step ``varfam train`` takes between loading the data and training: the
+        data's shape; for a table the ``mixed`` likelihood over its columns and the
+        ``tabular`` networks; for data with a mask the ``masked`` likelihood; for
+        labelled data the classes (and, when ``data.config.labelled`` hid labels, the
+        classifier q(y|x) of M2). ``config`` itself is left as it is.
+
+        >>> from varfam.data import load_data
+        >>> model = VAE.for_data(load_data("digits"), latent_dim=2, hidden=(16,))
+        >>> model.config.data_shape, model.config.likelihood
+        ((1, 8, 8), 'bernoulli')
+        """
+        cfg = ModelConfig(**copy.deepcopy({**(config.__dict__ if config else {}), **overrides}))
+        cfg.data_shape = tuple(data.data_shape)
+        configure_model(cfg, data)
+        configure_labels(cfg, data)
+        return cls.build(cfg)
 
     @property
     def latent_dim(self) -> int:

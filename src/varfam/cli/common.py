@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from varfam.errors import VarfamError
 
 __all__ = [
-    "Parser", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float",
+    "Parser", "number", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float",
     "hidden_widths", "tracker_names", "key_value", "open_run_for_command", "write_images",
     "image_output", "seeded", "needs_condition", "data_labels", "read_latents",
 ]
@@ -28,7 +28,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _number(kind: type, minimum: float, inclusive: bool) -> Callable[[str], Any]:
+def number(kind: type, minimum: float, inclusive: bool) -> Callable[[str], Any]:
     """An argparse type: a finite ``int``/``float`` above (or at) ``minimum``."""
     noun = "whole number" if kind is int else "number"
     bound = f"at least {minimum:g}" if inclusive else f"more than {minimum:g}"
@@ -45,10 +45,10 @@ def _number(kind: type, minimum: float, inclusive: bool) -> Callable[[str], Any]
     return parse
 
 
-positive_int = _number(int, 1, inclusive=True)
-nonnegative_int = _number(int, 0, inclusive=True)
-positive_float = _number(float, 0.0, inclusive=False)
-nonnegative_float = _number(float, 0.0, inclusive=True)
+positive_int = number(int, 1, inclusive=True)
+nonnegative_int = number(int, 0, inclusive=True)
+positive_float = number(float, 0.0, inclusive=False)
+nonnegative_float = number(float, 0.0, inclusive=True)
 
 
 def hidden_widths(text: str) -> tuple[int, ...]:

@@ -99,12 +99,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     m = evaluate(model, data, iw=args.iw, limit=args.limit, seed=args.seed,
                  memory_mb=args.memory_mb, mi_examples=args.mi_examples)
     if not args.no_record:
-        append_eval_line(args.run, m, source="eval", data=args.data or cfg.train.data,
+        append_eval_line(args.run, m, source="eval", data=args.data or cfg.data.source,
                          limit=args.limit, seed=args.seed)
     if args.json:
-        print(json.dumps({"run": args.run, "data": args.data or cfg.train.data, **m}))
+        print(json.dumps({"run": args.run, "data": args.data or cfg.data.source, **m}))
         return 0
-    print(f"{args.run}: {m['n']} test examples of {args.data or cfg.train.data}, "
+    print(f"{args.run}: {m['n']} test examples of {args.data or cfg.data.source}, "
           f"K = {m['iw']} importance samples ({m['seconds']:.1f} s)")
     given = "|y" if m.get("conditional") else ""  # a run conditioned on labels: p(x|y)
     if given:

@@ -72,13 +72,13 @@ def cmd_impute(args: argparse.Namespace) -> int:
     paths = _outputs(args.output, args.draws)
     model, cfg = open_run(args.run)
     columns = table_columns(model)
-    source = args.data or cfg.train.data
+    source = args.data or cfg.data.source
     if not Path(source).is_file():
         raise VarfamError(
             f"the run trained on '{source}', which is not a table file; give the table to "
             "fill with --data FILE"
         )
-    table = as_table(model, source, cfg.train.label_column)
+    table = as_table(model, source, cfg.data.label_column)
     truth = read_truth(args.truth, table) if args.truth else None
     filled, ll = impute(model, table, k=args.k, draws=args.draws, seed=args.seed,
                         return_log_likelihood=True)

@@ -14,13 +14,23 @@ User data without its own split gets a fixed seeded split: 10 % test, at least o
 >>> ds = load_dataset("digits")
 >>> ds.data_shape, ds.train.shape[0], ds.test.shape[0]
 ((1, 8, 8), 1497, 300)
+
+:func:`load_data` reads a whole :class:`~varfam.config.DataConfig` (the limits and the
+labels kept as well), as ``varfam train`` does, and the dataset remembers it:
+
+>>> from varfam.config import DataConfig
+>>> ds = load_data(DataConfig(source="digits", limit=100, labelled=20))
+>>> ds.train.shape[0], int((ds.train_labels >= 0).sum()), ds.config.limit
+(100, 20, 100)
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+from varfam.config import DataConfig
 from varfam.data import dsprites, named, tables  # noqa: F401  (register the named datasets and tables)
 from varfam.data.arrays import from_array, read_array_file
 from varfam.data.base import Dataset, check_image_size, split
@@ -44,6 +54,7 @@ __all__ = [
     "Table",
     "TableDataset",
     "load_table",
+    "load_data",
 ]
 
 
@@ -106,7 +117,39 @@ def load_dataset(
         from varfam.data.masks import apply_mask
 
         ds = apply_mask(ds, mask)
-    return ds
+    config = DataConfig(source=str(spec), data_dir=data_dir, key=key, image_size=image_size,
+                        label_column=label_column, column_types=column_types, mask=mask)
+    return dataclasses.replace(ds, config=config)
+
+
+def load_data(
+    config: DataConfig | str, *, seed: int = 0, validation: int = 0,
+    columns: list[Any] | None = None,
+) -> Dataset:
+    """The data a :class:`~varfam.config.DataConfig` describes, as training sees it.
+
+    Reads ``config.source`` (:func:`load_dataset`, with the mask and the column types),
+    keeps the first ``limit``/``test_limit`` examples, and, with ``labelled = N``, hides
+    all training labels but N, balanced per class and chosen with ``seed`` among the
+    examples not held out for ``validation`` (:func:`~varfam.data.labels.with_hidden_labels`;
+    the training seed and validation size of a run, so the CLI and Python keep the same
+    labels). ``columns``: a saved table model's columns. The result's ``config`` is
+    ``config``. A plain string is taken as the source.
+    """
+    from varfam.data.labels import class_names, with_hidden_labels
+
+    if isinstance(config, str):
+        config = DataConfig(source=config)
+    if config.source is None:
+        raise VarfamError("this data has no source (it was given in memory); name the data, "
+                          "e.g. --data FILE or DataConfig(source=...)")
+    ds = load_dataset(config.source, data_dir=config.data_dir, image_size=config.image_size,
+                      key=config.key, label_column=config.label_column,
+                      column_types=config.column_types, columns=columns, mask=config.mask)
+    ds = ds.limit(config.limit, config.test_limit)
+    if config.labelled is not None:
+        ds = with_hidden_labels(ds, config.labelled, seed, len(class_names(ds)), validation)
+    return dataclasses.replace(ds, config=config)
 
 
 def _load(spec: str, data_dir: str | None, image_size: int | None, key: str | None,

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from varfam.config import DataConfig
 from varfam.errors import VarfamError
 
 __all__ = [
@@ -51,6 +53,9 @@ class Dataset:
     each example (dSprites' shape, scale, ...), or ``None``; ``factor_names``: the name
     of each of the F columns, where known. Factors whose rows do not match the
     examples raise :class:`VarfamError`.
+    ``config``: the :class:`~varfam.config.DataConfig` that loads this data again (the
+    source, the limits, the labels kept…), which a run records in its ``config.json``;
+    ``None`` for data made in memory, which a run can't reload by itself.
     """
 
     name: str
@@ -64,6 +69,7 @@ class Dataset:
     train_factors: Tensor | None = None
     test_factors: Tensor | None = None
     factor_names: tuple[str, ...] | None = None
+    config: DataConfig | None = None
 
     def __post_init__(self) -> None:
         for part, x, f in (("train", self.train, self.train_factors),
@@ -102,18 +108,19 @@ class Dataset:
         def cut(t: Any, k: int | None) -> Any:  # a part left whole is not read (MappedRows)
             return t if t is None or k is None else t[:k]
 
-        return Dataset(
-            self.name,
-            cut(self.train, n),
-            cut(self.test, m),
-            cut(self.train_labels, n),
-            cut(self.test_labels, m),
-            self.classes,
-            cut(self.train_index, n),
-            cut(self.test_index, m),
-            cut(self.train_factors, n),
-            cut(self.test_factors, m),
-            self.factor_names,
+        config = None if self.config is None else dataclasses.replace(
+            self.config, limit=n, test_limit=test)
+        return dataclasses.replace(
+            self,
+            train=cut(self.train, n),
+            test=cut(self.test, m),
+            train_labels=cut(self.train_labels, n),
+            test_labels=cut(self.test_labels, m),
+            train_index=cut(self.train_index, n),
+            test_index=cut(self.test_index, m),
+            train_factors=cut(self.train_factors, n),
+            test_factors=cut(self.test_factors, m),
+            config=config,
         )
 
 

@@ -16,16 +16,18 @@ same weights).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from varfam.config import DataConfig
 from varfam.data.base import Dataset
 from varfam.errors import VarfamError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from varfam.config import ModelConfig, TrainConfig
+    from varfam.config import ModelConfig
 
 __all__ = ["hide_labels", "labelled_indices", "class_names", "with_hidden_labels",
            "configure_labels"]
@@ -36,7 +38,10 @@ def class_names(ds: Dataset) -> tuple[str, ...]:
 
     A :class:`VarfamError` when the data has no labels or a negative one.
     """
-    labels = [t for t in (ds.train_labels, ds.test_labels) if t is not None and t.numel()]
+    hidden = ds.config is not None and ds.config.labelled is not None  # -1: a hidden label
+    labels = [t[t != -1] if hidden else t for t in (ds.train_labels, ds.test_labels)
+              if t is not None]
+    labels = [t for t in labels if t.numel()]
     if not labels:
         raise VarfamError(
             f"{ds.name} has no labels; conditioning needs labelled data (class sub-folders "
@@ -116,22 +121,23 @@ def with_hidden_labels(
         raise VarfamError(f"{ds.name} has no labels to keep; --labelled needs labelled data")
     among = ds.train_labels.shape[0] - validation
     hidden = hide_labels(ds.train_labels, keep, seed, n_classes, among)
-    return Dataset(ds.name, ds.train, ds.test, hidden, ds.test_labels, ds.classes)
+    config = ds.config if ds.config is not None else DataConfig(source=None)
+    return dataclasses.replace(ds, train_labels=hidden,
+                               config=dataclasses.replace(config, labelled=keep))
 
 
-def configure_labels(model: ModelConfig, train: TrainConfig, ds: Dataset) -> Dataset:
-    """Fill in a run's label settings from its data; the data as training must see it.
+def configure_labels(model: ModelConfig, ds: Dataset) -> None:
+    """Fill in a model's label settings from its data.
 
-    ``train.labelled`` makes the model semi-supervised (``condition="label"`` with a
-    classifier); a model conditioned on labels takes its classes and their names from
-    ``ds`` (a resumed run keeps its own). The returned data has all but
-    ``train.labelled`` training labels hidden (:func:`with_hidden_labels`, among the
-    examples not held out for validation); without labels settings it is ``ds``.
+    Data whose ``config.labelled`` is set (labels hidden but N, :func:`varfam.load_data`)
+    makes the model semi-supervised (``condition="label"`` with a classifier); a model
+    conditioned on labels takes its classes and their names from ``ds`` (a resumed run
+    keeps its own).
     """
-    if train.labelled is not None:
+    if ds.config is not None and ds.config.labelled is not None:
         model.condition, model.classifier = "label", True
     if model.condition is None:
-        return ds
+        return
     names = class_names(ds)
     if not model.n_classes:
         model.n_classes, model.classes = len(names), names
@@ -139,6 +145,3 @@ def configure_labels(model: ModelConfig, train: TrainConfig, ds: Dataset) -> Dat
         raise VarfamError(
             f"{ds.name} has {len(names)} classes but the run was built for {model.n_classes}"
         )
-    if train.labelled is None:
-        return ds
-    return with_hidden_labels(ds, train.labelled, train.seed, model.n_classes, train.validation)

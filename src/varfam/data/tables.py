@@ -37,7 +37,6 @@ gives the types of the columns in order.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +75,7 @@ __all__ = [
     "write_frame",
     "describe_columns",
     "configure_model",
+    "data_summary",
     "TABLE_SUFFIXES",
     "MAX_LEVELS",
 ]
@@ -511,13 +511,6 @@ class TableDataset(Dataset):
     columns: tuple[Column, ...] = ()
     label_column: str | None = None
 
-    def limit(self, *args: Any, **kwargs: Any) -> TableDataset:
-        base = super().limit(*args, **kwargs)
-        if base is self:
-            return self
-        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(Dataset)}
-        return dataclasses.replace(self, **fields)
-
 
 def load_table(
     source: Any,
@@ -597,24 +590,22 @@ def describe_columns(columns: list[Column], x: Tensor | None = None) -> str:
     return "\n".join(lines)
 
 
-def configure_model(model: Any, data: Dataset, train: Any = None) -> str | None:
-    """Point a :class:`~varfam.config.ModelConfig` at its data; a summary to print, or None.
+def configure_model(model: Any, data: Dataset) -> None:
+    """Point a :class:`~varfam.config.ModelConfig` at its data.
 
     For a :class:`TableDataset`: the default likelihood (``bernoulli``) becomes
     ``mixed`` with the table's columns, and the default architecture (``mlp``)
     becomes ``tabular`` with the columns' levels. Columns already recorded (a
-    resumed run) are kept. For other data with a mask (``train.mask``): the
+    resumed run) are kept. For other data with a mask (``data.config.mask``): the
     ``masked`` likelihood around the chosen one, and the architecture's ``masked`` option.
     """
     if not isinstance(data, TableDataset):
-        if train is not None and getattr(train, "mask", None) and model.likelihood != "masked":
+        if data.config is not None and data.config.mask and model.likelihood != "masked":
             model.likelihood_options = {"base": model.likelihood,
                                         "options": dict(model.likelihood_options)}
             model.likelihood = "masked"
             model.arch_options["masked"] = True
-            return f"missing values ({train.mask}): the {model.likelihood_options['base']} " \
-                "likelihood scores the observed values only; the encoder sees the mask"
-        return None
+        return
     if model.likelihood in ("bernoulli", "mixed"):
         model.likelihood = "mixed"
         model.likelihood_options.setdefault("columns", [c.to_dict() for c in data.columns])
@@ -622,9 +613,18 @@ def configure_model(model: Any, data: Dataset, train: Any = None) -> str | None:
         model.arch = "tabular"
     if model.arch == "tabular":
         model.arch_options.setdefault("levels", [c.n_levels for c in data.columns])
-    x = torch.cat([data.train, data.test])
-    return f"table {data.name}: {x.shape[0]} rows, {len(data.columns)} columns\n" \
-        + describe_columns(list(data.columns), x)
+
+
+def data_summary(model: Any, data: Dataset) -> str | None:
+    """What ``varfam train`` prints about a table's columns or a mask; ``None`` otherwise."""
+    if isinstance(data, TableDataset):
+        x = torch.cat([data.train, data.test])
+        return f"table {data.name}: {x.shape[0]} rows, {len(data.columns)} columns\n" \
+            + describe_columns(list(data.columns), x)
+    if model.likelihood == "masked" and data.config is not None and data.config.mask:
+        return f"missing values ({data.config.mask}): the {model.likelihood_options['base']} " \
+            "likelihood scores the observed values only; the encoder sees the mask"
+    return None
 
 
 def read_table_dataset(

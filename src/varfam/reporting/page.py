@@ -263,7 +263,7 @@ def write_report(
     ds = run_eval_data(cfg, data)
     m = evaluate(model, ds, iw=iw, limit=limit, seed=seed)
     if record:
-        name = data if isinstance(data, str) else (cfg.train.data if data is None else ds.name)
+        name = data if isinstance(data, str) else (cfg.data.source if data is None else ds.name)
         append_eval_line(run_dir, m, source="report", data=name, limit=limit)
     x = ds.test[:limit] if limit else ds.test
     labels = ds.test_labels[:limit] if (limit and ds.test_labels is not None) else ds.test_labels

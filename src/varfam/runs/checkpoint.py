@@ -53,11 +53,18 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
-def save_model(model: VAE, run_dir: str | Path, train_config: TrainConfig | None = None) -> None:
+def save_model(
+    model: VAE,
+    run_dir: str | Path,
+    train_config: TrainConfig | None = None,
+    data_config: DataConfig | None = None,
+) -> None:
     """Write ``model.safetensors`` and ``config.json`` (config only if absent or given).
 
     Without ``train_config`` a new ``config.json`` records the model alone (no
-    ``train`` section): it states what is known, never default training settings.
+    ``train`` or ``data`` section): it states what is known, never default training
+    settings. With it, ``data_config`` says what the model trained on (``None``: data
+    given in memory, recorded as ``source: null``).
     A model built without a :class:`~varfam.config.ModelConfig` (from user modules,
     not :meth:`VAE.build`) cannot be described by a config and is refused.
     """
@@ -70,7 +77,9 @@ def save_model(model: VAE, run_dir: str | Path, train_config: TrainConfig | None
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / CONFIG
     if train_config is not None:
-        write_text_atomic(cfg_path, RunConfig(model=model.config, train=train_config).to_json())
+        data = data_config if data_config is not None else DataConfig(source=None)
+        write_text_atomic(cfg_path, RunConfig(model=model.config, data=data,
+                                              train=train_config).to_json())
     elif not cfg_path.exists():
         write_text_atomic(cfg_path, RunConfig.model_only(model.config).to_json())
     atomic_write(run_dir / WEIGHTS, lambda tmp: save_file(_contiguous(model.state_dict()), tmp))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -9,13 +10,13 @@ from torch import Tensor
 
 from varfam.runs.checkpoint import load_model, load_run_config
 from varfam.config import RunConfig, TrainConfig
-from varfam.data import Dataset, binarize_fixed, load_dataset, split_seed
+from varfam.data import Dataset, binarize_fixed, load_data, load_dataset, split_seed
 from varfam.data.binarize import Split
 from varfam.errors import VarfamError
 from varfam.model import VAE
 
 __all__ = ["open_run", "run_dataset", "run_test_data", "scored_test_inputs", "scored_inputs",
-           "run_eval_data"]
+           "run_eval_data", "RUN_FILES", "check_run_folder", "clear_run_folder"]
 
 
 def open_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[VAE, RunConfig]:
@@ -33,22 +34,23 @@ def open_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[V
 def run_dataset(cfg: RunConfig, data: str | None = None) -> Dataset:
     """The dataset a run trained on (or ``data`` instead), with the run's limits applied.
 
-    A run whose ``config.json`` records no training (``cfg.train_recorded`` false)
-    names no data: ``data`` must be given.
+    The run's own data comes back as :func:`varfam.load_data` gives it, but with every
+    label shown (a semi-supervised run's hidden labels are a training setting). A run
+    whose ``config.json`` records no training (``cfg.train_recorded`` false) or whose
+    data was given in memory (``source`` null) names no data: ``data`` must be given.
     """
-    t = cfg.train
-    if data is None and not cfg.train_recorded:
-        raise VarfamError(
-            "this run's config.json records no training data (the model was saved "
-            "without a TrainConfig); name the data with --data"
-        )
+    if data is None and (not cfg.train_recorded or cfg.data.source is None):
+        why = ("records no training data (the model was saved without a TrainConfig)"
+               if not cfg.train_recorded else "was trained on data given in memory")
+        raise VarfamError(f"this run's config.json {why}; name the data with --data")
     m = cfg.model  # a table run converts any table with its saved columns
     columns = m.likelihood_options.get("columns") if m.likelihood == "mixed" else None
-    mask = t.mask if data is None or t.mask == "nan" else None
-    ds = load_dataset(data or t.data, data_dir=t.data_dir, image_size=t.image_size, key=t.data_key,
-                      label_column=t.label_column, column_types=t.column_types, columns=columns,
-                      mask=mask)
-    return ds.limit(t.limit, t.test_limit) if data is None else ds
+    if data is None:
+        return load_data(dataclasses.replace(cfg.data, labelled=None), columns=columns)
+    d = cfg.data  # another data set: read like the run's own, whole, without a file mask
+    return load_dataset(data, data_dir=d.data_dir, image_size=d.image_size, key=d.key,
+                        label_column=d.label_column, column_types=d.column_types,
+                        columns=columns, mask="nan" if d.mask == "nan" else None)
 
 
 def run_test_data(cfg: RunConfig, data: str | None = None) -> tuple[Tensor, Tensor | None]:
@@ -90,3 +92,39 @@ def run_eval_data(cfg: RunConfig, data: str | Dataset | None = None) -> Dataset:
         test, _ = run_test_data(cfg, data)
     train = binarize_fixed(ds.train, split_seed(cfg.train.seed, "train")) if binarize else ds.train
     return Dataset(ds.name, train, test, ds.train_labels, ds.test_labels)
+
+
+#: What a finished or started run leaves in its folder (removed by --overwrite).
+RUN_FILES = ("config.json", "model.safetensors", "checkpoint.safetensors", "metrics.jsonl",
+              "report.html", "samples.png", "reconstructions.png", "interpolation.png",
+              "latent.png", "trackers.json")
+
+
+def check_run_folder(out: str | Path, overwrite: bool) -> None:
+    """Refuse an ``out`` that is a file, is being trained, or holds a run (unless
+    ``overwrite``: then :func:`clear_run_folder` deletes the old run's files when the new
+    run starts, so nothing of it can be mistaken for the new one)."""
+    out = Path(out)
+    for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            raise VarfamError(f"--out {out}: {parent} is a file, not a folder; "
+                              "choose another --out")
+    if not out.is_dir():
+        return
+    if (out / ".lock").exists():  # a training of this folder still running says so first
+        from varfam.runs.checkpoint import RunLock
+
+        with RunLock(out):
+            pass
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if present and not overwrite:
+        raise VarfamError(
+            f"--out {out} already holds a run ({present[0]}); continue it with "
+            f"`varfam train --resume {out}`, choose a new --out, or pass --overwrite to replace it"
+        )
+
+
+def clear_run_folder(out: str | Path) -> None:
+    """Delete the files a previous run left in ``out`` (:data:`RUN_FILES`)."""
+    for name in RUN_FILES:
+        (Path(out) / name).unlink(missing_ok=True)

@@ -124,11 +124,11 @@ def model_card(
     summary = run_summary(run_dir)
     tags = ["vae", "varfam", cfg.model.family]
     trained = getattr(cfg, "train_recorded", True)
-    if trained and cfg.train.data in DATASETS:
-        tags.append(cfg.train.data)
+    if trained and cfg.data.source in DATASETS:
+        tags.append(cfg.data.source)
     ref = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
     shape = ", ".join(str(s) for s in cfg.model.data_shape)
-    data = f", trained on `{cfg.train.data}`" if trained else ""
+    data = f", trained on `{cfg.data.source}`" if trained else ""
     pictures = [p for p in PICTURES if (run_dir / p).is_file()]
     sections = [
         _front_matter(tags, license),

@@ -8,10 +8,14 @@ holds; everything that only watches or reacts is a :class:`Callback`.
 from __future__ import annotations
 
 from varfam.training.callbacks import Callback, CallbackList, TrainingRun
-from varfam.training.loop import TrainingInterrupted, train
+from varfam.training.loop import (
+    TrainingInterrupted,
+    train,
+    train_from_config,
+)
 from varfam.training.state import TrainResult, TrainState
 
 __all__ = [
-    "train", "TrainResult", "TrainState", "TrainingInterrupted", "Callback", "CallbackList",
+    "train", "train_from_config", "TrainResult", "TrainState", "TrainingInterrupted", "Callback", "CallbackList",
     "TrainingRun",
 ]

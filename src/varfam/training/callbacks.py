@@ -210,13 +210,15 @@ class ProgressDisplay(Callback):
 
 
 class Announce(Callback):
-    """Prints ``text`` to stderr when training starts (after every check has passed)."""
+    """Prints ``text`` to stderr when training starts (after every check has passed);
+    ``text`` may be a function of the :class:`TrainingRun` that returns it."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str | Callable[[TrainingRun], str]) -> None:
         self.text = text
 
     def on_train_start(self, run: TrainingRun) -> None:
-        print(self.text, file=sys.stderr, flush=True)
+        text = self.text if isinstance(self.text, str) else self.text(run)
+        print(text, file=sys.stderr, flush=True)
 
 
 class MetricsFile(Callback):

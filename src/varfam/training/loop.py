@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.distributions import Distribution
 
-from varfam.config import TrainConfig
-from varfam.data import Dataset, split_seed
+from varfam.config import DATA_FIELDS, DataConfig, RunConfig, TrainConfig
+from varfam.data import Dataset, load_data, split_seed
 from varfam.data.mapped import split_rows
-from varfam.errors import VarfamError
+from varfam.errors import VarfamError, suggest
 from varfam.evaluation.bounds import evaluate_elbo
 from varfam.precision import resolve_device, use_bf16
 from varfam.registry import OBJECTIVES
@@ -56,7 +56,8 @@ from varfam.runs.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from varfam.runs.metrics import METRICS, read_records, write_records
+from varfam.runs.folder import check_run_folder, clear_run_folder
+from varfam.runs.metrics import read_records, write_records
 from varfam.training import distributed as dist
 from varfam.training.adam_step import AdamStep
 from varfam.training.averaging import WeightAverage
@@ -70,8 +71,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from varfam.model import VAE
     from varfam.objectives import Objective
 
-__all__ = ["train", "TrainResult", "TrainState", "TrainingInterrupted", "derived_seed",
-           "CHECK_EVERY"]
+__all__ = ["train", "train_from_config", "TrainResult", "TrainState", "TrainingInterrupted",
+           "derived_seed", "CHECK_EVERY"]
 
 #: Steps between the checks for a non-finite loss (and, under torchrun, for a stop signal).
 CHECK_EVERY = 50
@@ -105,6 +106,7 @@ def train(
     *,
     out: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = True,
     progress: bool = False,
     callbacks: Sequence[Callback] = (),
     **overrides: Any,
@@ -117,13 +119,21 @@ def train(
     and/or keywords. With ``out`` the run folder receives ``config.json``,
     ``metrics.jsonl``, ``model.safetensors`` and ``checkpoint.safetensors`` after
     every epoch (the folder is locked against a second training meanwhile);
-    ``resume=True`` continues from that checkpoint exactly. SIGINT/SIGTERM save
+    ``resume=True`` continues from that checkpoint exactly. A folder that holds a run
+    already is replaced (its files deleted when training starts), or with
+    ``overwrite=False`` refused before anything is done. SIGINT/SIGTERM save
     the state reached and raise :class:`TrainingInterrupted`.
 
     ``progress``: print one line per epoch to stderr, with a progress bar when
     stderr is a terminal. ``callbacks``: :class:`~varfam.training.callbacks.Callback`
     objects, called before the built-in ones (display, ``metrics.jsonl``, the
     trackers named in ``config.track``).
+
+    What describes the data (its source, limits, labels kept, mask, column types) is
+    not an option here: it belongs to ``data`` (:func:`varfam.load_data` reads a
+    :class:`~varfam.config.DataConfig`; ``data.limit(n)`` cuts a loaded set), and
+    ``config.json`` records ``data.config``. :func:`train_from_config` does all of it
+    from one :class:`~varfam.config.RunConfig`, as ``varfam train`` does.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the model trains with
     DistributedDataParallel; ``batch_size`` is the global batch, split across
@@ -132,8 +142,8 @@ def train(
     a memory-mapped array (read batch by batch when large, see
     :mod:`varfam.training.batches`).
     """
-    base = dataclasses.asdict(config) if config is not None else {}
-    cfg = TrainConfig(**{**base, **overrides})
+    cfg = _train_config(config, overrides)
+    _check_call(data, cfg, out, resume, overwrite)
     device = resolve_device(cfg.device)
     ctx = dist.setup(device)
     env = Env(dist.local_device(ctx, device), ctx, Path(out) if out is not None else None)
@@ -149,6 +159,84 @@ def train(
         raise
     dist.teardown(ctx, together=True)
     return result
+
+
+def train_from_config(
+    config: RunConfig,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = True,
+    progress: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Load the data, build the model that fits it and train it, all as ``config`` says.
+
+    This is the one call ``varfam train`` makes (``varfam train --config run.toml`` and
+    ``train_from_config(RunConfig.from_toml("run.toml"))`` give bit-identical weights):
+    :func:`varfam.load_data` with the run's seed and validation size, then
+    :meth:`VAE.for_data <varfam.model.VAE.for_data>` under ``torch.manual_seed(seed)``,
+    then :func:`train`. With ``resume=True`` ``config`` is the run's own
+    (:func:`varfam.runs.load_run_config`) and training continues from its checkpoint.
+    """
+    from varfam.model import VAE
+
+    data = load_data(config.data, seed=config.train.seed,
+                     validation=config.train.validation, columns=_saved_columns(config))
+    torch.manual_seed(config.train.seed)
+    model = VAE.for_data(data, config.model)
+    return train(model, data, config.train, out=out, resume=resume, overwrite=overwrite,
+                 progress=progress, callbacks=callbacks)
+
+
+def _saved_columns(config: RunConfig) -> list[Any] | None:
+    """The table columns a (resumed) run's model recorded; its data is read with them."""
+    m = config.model
+    return m.likelihood_options.get("columns") if m.likelihood == "mixed" else None
+
+
+def _train_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
+    """``config`` with keyword ``overrides``; data settings are refused with their home."""
+    data_keys = [k for k in overrides if k in DATA_FIELDS or k in DataConfig.__dataclass_fields__]
+    if data_keys:
+        key = data_keys[0]
+        raise VarfamError(
+            f"{key} describes the data, not the training: load the data with it, "
+            f"varfam.load_data(varfam.DataConfig(source=..., "
+            f"{DATA_FIELDS.get(key, key)}=...)), and pass that dataset to train"
+        )
+    unknown = [k for k in overrides if k not in TrainConfig.__dataclass_fields__]
+    if unknown:
+        raise VarfamError(f"unknown training option '{unknown[0]}'"
+                          f"{suggest(unknown[0], TrainConfig.__dataclass_fields__)}; "
+                          "the options are the fields of varfam.TrainConfig")
+    base = dataclasses.asdict(config) if config is not None else {}
+    return TrainConfig(**{**base, **overrides})
+
+
+def _check_call(data: Any, cfg: TrainConfig, out: str | Path | None, resume: bool,
+                overwrite: bool) -> None:
+    """What :func:`train` checks before anything is built: the data is a dataset, the
+    settings agree with it, and ``out`` may take a new run."""
+    _check_dataset(data)
+    RunConfig(train=cfg, data=data.config or DataConfig(source=None))  # cross-section checks
+    if out is not None and not resume and dist.launched_rank() == 0:
+        check_run_folder(out, overwrite)
+
+
+def _check_dataset(data: Any) -> None:
+    """A one-line error for data that is not a :class:`~varfam.data.Dataset`."""
+    if isinstance(data, Dataset):
+        return
+    kind = type(data).__name__
+    if kind == "Table":
+        hint = "a table trains as its dataset: varfam.train(model, table.dataset())"
+    elif isinstance(data, torch.Tensor) or hasattr(data, "__array__"):
+        hint = ("wrap arrays in a dataset: varfam.Dataset('mine', train, test), or load a "
+                "file with varfam.load_data('file.npy')")
+    else:
+        hint = "load one with varfam.load_data(...) or varfam.load_dataset(name)"
+    raise VarfamError(f"train takes a varfam.Dataset, got {kind}; {hint}")
 
 
 def _callbacks(
@@ -307,8 +395,8 @@ def start(loop: Loop) -> TrainState:
     run_dir = loop.env.run_dir
     if run_dir is not None and loop.env.ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / METRICS).unlink(missing_ok=True)
-        save_model(loop.model, run_dir, loop.cfg)
+        clear_run_folder(run_dir)
+        save_model(loop.model, run_dir, loop.cfg, loop.data.config or DataConfig(source=None))
     dist.barrier(loop.env.ctx)
     return TrainState()
 

@@ -67,13 +67,14 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def flat_config(run: TrainingRun) -> dict[str, str]:
-    """The model and training configuration as flat ``section.key`` → text pairs."""
-    from varfam.config import RunConfig
+    """The model, data and training configuration as flat ``section.key`` → text pairs."""
+    from varfam.config import DataConfig, RunConfig
 
-    model = (RunConfig(model=run.model.config, train=run.config)
-             if run.model.config is not None else RunConfig(train=run.config)).to_dict()
+    data = run.data.config or DataConfig(source=None)
+    model = (RunConfig(model=run.model.config, data=data, train=run.config)
+             if run.model.config is not None else RunConfig(data=data, train=run.config)).to_dict()
     out = {}
-    for section in ("model", "train"):
+    for section in ("model", "data", "train"):
         for key, value in model.get(section, {}).items():
             out[f"{section}.{key}"] = value if isinstance(value, str) else json.dumps(value)
     return out
