@@ -187,19 +187,11 @@ class Sampler(nn.Module):
             "description": self.describe(),
         }
 
-    # ---------------------------------------------------------------- files
-    def save(self, stem: str | Path) -> tuple[Path, Path]:
-        """Write ``STEM.safetensors`` (tensors) and ``STEM.json`` (config); returns both
-        paths (:func:`varfam.samplers.files.save_sampler`)."""
-        from varfam.samplers.files import save_sampler
-
-        return save_sampler(self, stem)
-
 
 # -------------------------------------------------------------------- helpers
 def check_serves(sampler: Sampler, model: VAE) -> None:
     """Refuse, in one line, a fitted sampler for a family whose latents are not in R^D."""
-    support = getattr(model.family, "latent_support", "real")
+    support = model.family.latent_support
     if sampler.needs_fit and support != "real":
         family = model.config.family if model.config is not None else type(model.family).__name__
         raise VarfamError(

@@ -165,7 +165,7 @@ def fitted_sampler(
     sampler = SAMPLERS.build(name, options=options)
     check_serves(sampler, model)  # before encoding a whole data set
     sampler.fit(model, data, labels)
-    sampler.save(stem)
+    save_sampler(sampler, stem)
     sampler.loaded = False
     return sampler
 
