@@ -24,7 +24,7 @@ from _doc_block import write_block
 from torch.distributions import Distribution
 
 from varfam import VAE, __version__
-from varfam.precision import bf16_supported
+from varfam.parts import bf16_supported
 from varfam.registry import OBJECTIVES
 from varfam.training.step import loss_function
 

@@ -60,7 +60,7 @@ import varfam
 from varfam import VAE
 from varfam.data import Dataset
 from varfam.evaluation.bounds import evaluate_elbo, importance_sampled_log_likelihood
-from varfam.precision import use_bf16
+from varfam.parts import use_bf16
 from varfam.registry import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from varfam.families.flows_sylvester import (
     householder_product,
 )
 from varfam.families.mixture import mixture_of_diagonal_gaussians
-from varfam.precision import autocast, fp32
+from varfam.parts import autocast, fp32
 from varfam.registry import FAMILIES
 
 f64 = torch.float64

@@ -10,7 +10,7 @@ from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from varfam.families.normal import DiagonalNormal
 from varfam.likelihoods.bernoulli import BernoulliLikelihood, IndependentBernoulli
-from varfam.precision import fp32
+from varfam.parts import fp32
 
 
 def _pair(shape=(6, 4)):

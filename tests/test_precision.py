@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from varfam.families.hierarchical import HierarchicalGaussian
-from varfam.precision import autocast, fp32, network_precision
+from varfam.parts import autocast, fp32, network_precision
 
 
 def _matmul_dtype() -> torch.dtype:

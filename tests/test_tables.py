@@ -196,7 +196,7 @@ def test_sample_eval_and_the_saved_run(table_run: tuple[Path, Path, Path], tmp_p
     out, data, _ = table_run
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["likelihood"] == "mixed" and cfg["model"]["arch"] == "tabular"
-    assert cfg["train"]["label_column"] == "label"
+    assert cfg["data"]["label_column"] == "label"
     assert [c["type"] for c in cfg["model"]["likelihood_options"]["columns"]][3] == "categorical"
     assert run("sample", out, "-n", 7, "-o", tmp_path / "s.csv") == 0
     s = pd.read_csv(tmp_path / "s.csv")

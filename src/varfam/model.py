@@ -33,8 +33,7 @@ from varfam.families.base import Family
 from varfam.likelihoods.base import Likelihood
 from varfam.nets import tabular as _nets_tabular  # noqa: F401
 from varfam.nets.conditioning import LabelCondition, Labels, build_classifier
-from varfam.parts import TrainingHooks, overrides
-from varfam.precision import fp32
+from varfam.parts import TrainingHooks, fp32, overrides
 from varfam.priors.base import Prior
 from varfam.registry import ARCHITECTURES, FAMILIES, LIKELIHOODS, PRIORS, accepted_options
 

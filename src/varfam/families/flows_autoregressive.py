@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from varfam.families.flows import FlowFamily, FlowTransform, check_positive
-from varfam.precision import network_precision
+from varfam.parts import network_precision
 from varfam.registry import FAMILIES
 
 __all__ = ["MaskedLinear", "MADE", "IAFTransform", "CouplingNet", "CouplingTransform",

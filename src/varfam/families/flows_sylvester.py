@@ -44,7 +44,7 @@ from varfam.families.flows import (
     one_plus_tanh_product,
     solve_x_plus_tanh,
 )
-from varfam.precision import network_precision
+from varfam.parts import network_precision
 from varfam.registry import FAMILIES
 
 __all__ = [

@@ -28,7 +28,7 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 from varfam.errors import VarfamError
 from varfam.families.base import Family
 from varfam.families.gaussian import positive_scale
-from varfam.precision import network_precision
+from varfam.parts import network_precision
 from varfam.registry import FAMILIES
 
 __all__ = ["ConditionalGaussian", "HierarchicalGaussian", "TwoLevelGaussian", "split_top"]

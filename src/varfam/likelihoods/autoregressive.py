@@ -43,7 +43,7 @@ from torch.distributions import Distribution, constraints
 
 from varfam.errors import VarfamError
 from varfam.likelihoods.base import Likelihood, check_unit_interval
-from varfam.precision import network_precision
+from varfam.parts import network_precision
 from varfam.registry import LIKELIHOODS
 
 __all__ = ["causal_offsets", "LocalContext", "LocalAutoregressiveBernoulli",

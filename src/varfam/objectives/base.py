@@ -18,7 +18,7 @@ from torch.distributions import Distribution, Independent, kl_divergence
 from varfam.errors import VarfamError
 from varfam.objectives.labelled import labelled_objective
 from varfam.objectives.terms import ObjectiveResult, Terms
-from varfam.precision import fp32
+from varfam.parts import fp32
 
 if TYPE_CHECKING:  # pragma: no cover
     from varfam.model import VAE

@@ -34,7 +34,7 @@ from torch.distributions import Distribution, Independent, Normal
 from varfam.errors import VarfamError
 from varfam.objectives.base import Objective, kl_term, non_negative, probe_posterior
 from varfam.objectives.terms import Terms
-from varfam.precision import fp32
+from varfam.parts import fp32
 from varfam.registry import OBJECTIVES
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -12,7 +12,7 @@ from varfam.errors import VarfamError
 from varfam.families.base import stop_gradient_log_prob
 from varfam.objectives.base import ESTIMATORS, Objective, kl_term
 from varfam.objectives.terms import Terms
-from varfam.precision import fp32
+from varfam.parts import fp32
 from varfam.registry import OBJECTIVES
 
 if TYPE_CHECKING:  # pragma: no cover

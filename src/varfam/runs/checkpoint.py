@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from varfam.config import RunConfig, TrainConfig
+from varfam.config import DataConfig, RunConfig, TrainConfig
 from varfam.errors import VarfamError
 from varfam.runs.files import CHECKPOINT, CONFIG, WEIGHTS, atomic_write, write_text_atomic
 
@@ -135,8 +135,8 @@ def load_model(run_dir: str | Path, map_location: str | torch.device = "cpu") ->
     ``run_dir`` may be a Hub run, ``hf://USER/REPO[@REVISION]``: it is downloaded
     into the Hugging Face cache first (:func:`varfam.runs.hub.download`).
     """
-    from varfam.runs.hub import resolve_run
     from varfam.model import VAE
+    from varfam.runs.hub import resolve_run
 
     run_dir = resolve_run(run_dir)
     cfg = load_run_config(run_dir)

@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from varfam.runs.checkpoint import load_model, load_run_config
 from varfam.config import RunConfig, TrainConfig
 from varfam.data import Dataset, binarize_fixed, load_data, load_dataset, split_seed
 from varfam.data.binarize import Split
 from varfam.errors import VarfamError
 from varfam.model import VAE
+from varfam.runs.checkpoint import load_model, load_run_config
 
 __all__ = ["open_run", "run_dataset", "run_test_data", "scored_test_inputs", "scored_inputs",
            "run_eval_data", "RUN_FILES", "check_run_folder", "clear_run_folder"]

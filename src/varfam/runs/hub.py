@@ -105,9 +105,9 @@ def download(ref: str | Path | HubRef) -> Path:
     """
     ref = parse_ref(ref)
     hf = client()
-    from huggingface_hub import utils as errors
-
     from importlib.metadata import version
+
+    from huggingface_hub import utils as errors
 
     __version__ = version("varfam")
 

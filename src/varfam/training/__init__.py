@@ -16,6 +16,6 @@ from varfam.training.loop import (
 from varfam.training.state import TrainResult, TrainState
 
 __all__ = [
-    "train", "train_from_config", "TrainResult", "TrainState", "TrainingInterrupted", "Callback", "CallbackList",
-    "TrainingRun",
+    "train", "train_from_config", "TrainResult", "TrainState", "TrainingInterrupted",
+    "Callback", "CallbackList", "TrainingRun",
 ]

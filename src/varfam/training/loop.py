@@ -47,7 +47,7 @@ from varfam.data import Dataset, load_data, split_seed
 from varfam.data.mapped import split_rows
 from varfam.errors import VarfamError, suggest
 from varfam.evaluation.bounds import evaluate_elbo
-from varfam.precision import resolve_device, use_bf16
+from varfam.parts import resolve_device, use_bf16
 from varfam.registry import OBJECTIVES
 from varfam.runs.checkpoint import (
     CHECKPOINT,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from varfam.errors import VarfamError
-from varfam.precision import autocast
+from varfam.parts import autocast
 from varfam.training import distributed as dist
 
 if TYPE_CHECKING:  # pragma: no cover

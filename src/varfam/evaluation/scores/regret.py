@@ -40,7 +40,7 @@ from torch.distributions import Distribution
 from varfam.errors import VarfamError
 from varfam.evaluation.scores.base import Score, check_positive, rows_per_block
 from varfam.objectives import kl_term
-from varfam.precision import fp32
+from varfam.parts import fp32
 from varfam.registry import SCORES
 
 if TYPE_CHECKING:  # pragma: no cover
