@@ -125,62 +125,105 @@ def labelled_objective(
     fields of :class:`varfam.objectives.ObjectiveResult` (which wraps them).
     """
     y = y.to(x.device).long()
-    known = y >= 0
-    n_l = int(known.sum())
-    n_u = y.shape[0] - n_l
-    condition = model.condition
-    classifier = condition.classifier if condition is not None else None
-    if n_u and classifier is None:
-        raise no_classifier()
-    c = condition.n_classes if condition is not None else 0
-    if n_u:  # every class for every hidden row, class-major: row j of class k at k·n_u + j
+    rows = _Rows.of(model, x, y)
+    terms = _bound(terms_of, model, rows, epoch)
+    share = rows.n_l / y.shape[0] if labelled_share is None else float(labelled_share)
+    weight = alpha if alpha is not None else (default_alpha(share) if share > 0 else 0.0)
+    reported = _reported(terms, rows)
+    labelled, unlabelled = terms.surrogate[: rows.n_l], terms.surrogate.new_zeros(0)
+    if model.has_classifier:
+        labelled, unlabelled = _classified(model, x, y, rows, terms, reported, weight)
+    return BoundTerms(-_weighted_mean(labelled, unlabelled, share, rows), *reported)
+
+
+class _Rows(NamedTuple):
+    """A batch laid out for one pass of the networks: its labelled rows, then every class
+    for every hidden row, class-major (hidden row j with class k at ``n_l + k·n_u + j``)."""
+
+    known: Tensor  # (B,) bool: the rows whose label is given
+    n_l: int
+    n_u: int
+    c: int  # the number of classes
+    x: Tensor  # (n_l + c·n_u, *data_shape)
+    y: Tensor  # (n_l + c·n_u,)
+
+    @classmethod
+    def of(cls, model: VAE, x: Tensor, y: Tensor) -> _Rows:
+        known = y >= 0
+        n_l = int(known.sum())
+        n_u = y.shape[0] - n_l
+        if n_u and not model.has_classifier:
+            raise no_classifier()
+        c = model.condition.n_classes if model.condition is not None else 0
+        if not n_u:
+            return cls(known, n_l, n_u, c, x, y)
         x_u = x[~known]
         copies = x_u.unsqueeze(0).expand(c, *x_u.shape).reshape(-1, *x.shape[1:])
-        x_rows = torch.cat([x[known], copies])
-        y_rows = torch.cat([y[known], torch.arange(c, device=y.device).repeat_interleave(n_u)])
-    else:
-        x_rows, y_rows = x, y
-    if n_u:  # the encoder network reads each image once, not once per class
-        with model.repeated_rows(x_rows, n_l + n_u, n_u):
-            terms = terms_of(model, x_rows, epoch, y_rows)
-    else:
-        terms = terms_of(model, x_rows, epoch, y_rows)
-    share = n_l / y.shape[0] if labelled_share is None else float(labelled_share)
-    weight = alpha if alpha is not None else (default_alpha(share) if share > 0 else 0.0)
+        classes = torch.arange(c, device=y.device).repeat_interleave(n_u)
+        return cls(known, n_l, n_u, c, torch.cat([x[known], copies]),
+                   torch.cat([y[known], classes]))
 
-    labelled = terms.surrogate[:n_l]
-    reported = [t.detach() for t in (terms.elbo, terms.reconstruction, terms.kl)]
-    elbo, recon, kl = (t.new_empty(y.shape[0]) for t in reported)
-    elbo[known], recon[known], kl[known] = (t[:n_l] for t in reported)
-    unlabelled = labelled.new_zeros(0)
-    if classifier is not None:
-        log_q = classifier(x).logits  # (B, C), log-normalized
-        if n_l:
-            labelled = labelled + weight * log_q[known].gather(1, y[known, None]).squeeze(1)
-        if n_u:
-            log_qu = log_q[~known]
-            q = log_qu.exp()
-            entropy = -(q * log_qu).sum(-1)
-            log_py = -math.log(c)
+    def summed(self, q: Tensor, t: Tensor) -> Tensor:
+        """``Σ_y q(y|x) t(x, y)`` (n_u,) of per-row values ``t`` (n_l + c·n_u,); ``q`` (n_u, C)."""
+        return (q * t[self.n_l :].view(self.c, self.n_u).T).sum(-1)
 
-            def summed(t: Tensor) -> Tensor:  # Σ_y q(y|x) t(x, y), (n_u,)
-                return (q * t[n_l:].view(c, n_u).T).sum(-1)
 
-            unlabelled = summed(terms.surrogate) + log_py + entropy
-            q, entropy = q.detach(), entropy.detach()
-            elbo[~known] = summed(reported[0]) + log_py + entropy
-            recon[~known] = summed(reported[1])
-            kl[~known] = summed(reported[2]) - log_py - entropy
-    # the paper's objective per example: labelled and unlabelled means, weighted by the data
+def _bound(terms_of: TermsFn, model: VAE, rows: _Rows, epoch: float | Tensor) -> Terms:
+    """The bound's terms on every row of ``rows``, in one pass."""
+    if not rows.n_u:
+        return terms_of(model, rows.x, epoch, rows.y)
+    with model.repeated_rows(rows.x, rows.n_l + rows.n_u, rows.n_u):  # each image encoded once
+        return terms_of(model, rows.x, epoch, rows.y)
+
+
+def _detached(terms: Terms) -> list[Tensor]:
+    """The reported terms (elbo, reconstruction, kl) of every row of the pass, detached."""
+    return [t.detach() for t in (terms.elbo, terms.reconstruction, terms.kl)]
+
+
+def _reported(terms: Terms, rows: _Rows) -> list[Tensor]:
+    """(elbo, reconstruction, kl) per example (B,): the labelled rows' filled in, the
+    hidden rows' left for :func:`_classified`."""
+    out = []
+    for t in _detached(terms):
+        o = t.new_empty(rows.known.shape[0])
+        o[rows.known] = t[: rows.n_l]
+        out.append(o)
+    return out
+
+
+def _classified(model: VAE, x: Tensor, y: Tensor, rows: _Rows, terms: Terms,
+                reported: list[Tensor], weight: float) -> tuple[Tensor, Tensor]:
+    """(labelled, unlabelled) surrogate terms with the classifier's part: ``α log q(y|x)``
+    added to a labelled row, ``U(x)`` for a hidden one (whose reported terms it fills in)."""
+    labelled, unlabelled = terms.surrogate[: rows.n_l], terms.surrogate.new_zeros(0)
+    log_q = model.classify(x).logits  # (B, C), log-normalized
+    known = rows.known
+    if rows.n_l:
+        labelled = labelled + weight * log_q[known].gather(1, y[known, None]).squeeze(1)
+    if rows.n_u:
+        log_qu = log_q[~known]
+        q = log_qu.exp()
+        entropy = -(q * log_qu).sum(-1)
+        log_py = -math.log(rows.c)
+        unlabelled = rows.summed(q, terms.surrogate) + log_py + entropy
+        q, entropy = q.detach(), entropy.detach()
+        (elbo, recon, kl), (elbo_y, recon_y, kl_y) = reported, _detached(terms)
+        elbo[~known] = rows.summed(q, elbo_y) + log_py + entropy
+        recon[~known] = rows.summed(q, recon_y)
+        kl[~known] = rows.summed(q, kl_y) - log_py - entropy
+    return labelled, unlabelled
+
+
+def _weighted_mean(labelled: Tensor, unlabelled: Tensor, share: float, rows: _Rows) -> Tensor:
+    """The paper's objective per example: the labelled and unlabelled means, weighted by the
+    data's share of each (``share`` labelled)."""
     parts, weights = [], []
-    if n_l:
+    if rows.n_l:
         parts.append(labelled.mean())
         weights.append(share)
-    if n_u:
+    if rows.n_u:
         parts.append(unlabelled.mean())
         weights.append(1.0 - share)
     total = sum(weights)
-    value = sum(w / total * p for w, p in zip(weights, parts)) if total > 0 else sum(parts)
-    return BoundTerms(-value, elbo, recon, kl)
-
-
+    return sum(w / total * p for w, p in zip(weights, parts)) if total > 0 else sum(parts)
