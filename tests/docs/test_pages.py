@@ -185,3 +185,34 @@ def test_shell_examples_parse(path):
             parser.parse_args(argv)
         except SystemExit as e:
             assert e.code == 0, f"{path}:{line}: varfam {' '.join(argv)} does not parse"
+
+
+def _resolves(dotted: str) -> bool:
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[cut:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+#: names that are not Python objects: the metadata keys of the ONNX graphs
+NOT_OBJECTS = {"varfam.data_shape", "varfam.latent_dim"}
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_dotted_names_exist(path):
+    """Every ``varfam.a.b`` the page names in code exists (modules move; pages must follow)."""
+    text = path.read_text(encoding="utf-8")
+    names = sorted(set(re.findall(r"\b(varfam(?:\.[A-Za-z_]\w*)+)", text)))
+    missing = [n for n in names if n not in NOT_OBJECTS and not _resolves(n)]
+    assert not missing, f"{path} names {missing}, which do not exist"
