@@ -143,9 +143,7 @@ def _eval_factors(args: argparse.Namespace, model, cfg) -> int:
         raise VarfamError("--limit cuts the test set of the bounds; with --factors give "
                           "--factor-rows N instead")
     data = run_dataset(cfg, args.data)
-    if tuple(data.data_shape) != tuple(model.data_shape):
-        raise VarfamError(f"data of shape {tuple(data.data_shape)} does not fit this run's "
-                          f"{tuple(model.data_shape)}")
+    model.check_data(data)
     metrics = args.factor_metrics or METRICS
     m = factor_scores(model, data, rows=args.factor_rows, seed=args.seed,
                       num_train=args.factor_train, num_test=args.factor_test, metrics=metrics)

@@ -75,16 +75,12 @@ def mean_codes(
     """Mean codes (len(index), D) float64 of rows ``index`` of ``x`` (a tensor, an array or
     file-backed rows), encoded ``chunk`` rows at a time; ``labels``: a conditioned model's."""
     out = np.empty((len(index), model.latent_dim))
-    was_training = model.training
-    model.eval()
-    try:
+    with model.evaluating():
         for i in range(0, len(index), chunk):
             rows = index[i : i + chunk]
             xb = torch.as_tensor(x[rows], dtype=torch.float32).to(model.device)
             y = labels[torch.as_tensor(rows)] if labels is not None else None
             out[i : i + len(rows)] = model.encode_location(xb, y).double().cpu().numpy()
-    finally:
-        model.train(was_training)
     return out
 
 
