@@ -17,7 +17,7 @@ from varfam.errors import VarfamError
 __all__ = [
     "Parser", "number", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float",
     "hidden_widths", "tracker_names", "key_value", "open_run_for_command", "write_images",
-    "image_output", "seeded", "needs_condition", "data_labels", "read_latents",
+    "image_output", "needs_condition", "data_labels", "read_latents",
 ]
 
 
@@ -125,12 +125,6 @@ def image_output(output: str) -> Path:
             f"output {output} must end in .png, .jpg or .jpeg (a picture grid) or .npy (the array)"
         )
     return path
-
-
-def seeded(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
 
 
 def needs_condition(model, flag: str) -> None:
