@@ -31,7 +31,7 @@ def trained() -> tuple[varfam.VAE, torch.Tensor, torch.Tensor]:
     data = varfam.load_dataset("digits")
     torch.manual_seed(0)
     model = varfam.VAE.build(data_shape=(1, 8, 8), latent_dim=4, hidden=(64,))
-    varfam.train(model, data.limit(1000, 100), epochs=8, seed=0, batch_size=64)
+    varfam.train(model, data.limit(800, 100), epochs=6, seed=0, batch_size=64, eval_every=6)
     return model.eval(), data.train[:150], data.test[:100]
 
 
