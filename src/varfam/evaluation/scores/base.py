@@ -33,9 +33,7 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +53,6 @@ __all__ = [
     "as_rows",
     "check_rows",
     "content_order",
-    "seeded_eval",
     "rows_per_block",
     "scores_observed_only",
     "check_positive",
@@ -106,7 +103,7 @@ class Score:
         if x.shape[0] == 0:
             return torch.zeros(0, dtype=torch.float64)
         order = content_order(x)
-        with seeded_eval(model, self.seed):
+        with model.evaluating(self.seed):
             s = self.compute(model, x[order], None if y is None else y[order])
         s = s.detach().to("cpu", torch.float64)
         if s.shape != (x.shape[0],):  # pragma: no cover - a programming error in a method
@@ -158,12 +155,7 @@ def check_rows(model: VAE, x: Tensor, method: str = "score") -> Tensor:
     ``x``: (N, *data_shape) float32. NaN marks a missing value, allowed only where the
     likelihood scores observed values alone (``mixed``, ``masked``).
     """
-    shape = tuple(model.data_shape)
-    if tuple(x.shape[1:]) != shape:
-        raise VarfamError(
-            f"data of shape {tuple(x.shape[1:])} per row does not fit this model's {shape}; "
-            "score data like the training data"
-        )
+    model.check_data(x, "the data to score")
     if not scores_observed_only(model) and x.numel():
         nan_rows = torch.isnan(x.reshape(x.shape[0], -1)).any(1)
         if bool(nan_rows.any()):
@@ -200,21 +192,6 @@ def content_order(x: Tensor) -> Tensor:
     h = (h ^ (h >> 29)) * 0x5851F42D  # mix before summing: integer overflow wraps
     key = h.sum(1)
     return torch.argsort(key, stable=True)
-
-
-@contextlib.contextmanager
-def seeded_eval(model: VAE, seed: int | None) -> Iterator[None]:
-    """``model`` in eval mode and torch's random state forked and seeded (``None``: not seeded)."""
-    devices = [model.device] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        was_training = model.training
-        model.eval()
-        try:
-            yield
-        finally:
-            model.train(was_training)
 
 
 def rows_per_block(model: VAE, draws: int, memory_mb: float) -> int:
