@@ -117,7 +117,7 @@ def test_cli_without_a_terminal_prints_a_line_per_epoch(tmp_path, capsys) -> Non
 
 # ---------------------------------------------------------------- the callback protocol
 def test_callbacks_are_called_in_order_and_add_metrics(digits, tmp_path) -> None:
-    from varfam.training.callbacks import RunPictures
+    from varfam.reporting.callbacks import RunPictures
 
     rec = Recorder()
     result = varfam.train(_model(), digits, epochs=2, batch_size=100, out=tmp_path / "run",
@@ -135,7 +135,7 @@ def test_callbacks_are_called_in_order_and_add_metrics(digits, tmp_path) -> None
 
 
 def test_images_reach_callbacks_after_the_picture_writer(digits, tmp_path) -> None:
-    from varfam.training.callbacks import RunPictures
+    from varfam.reporting.callbacks import RunPictures
 
     rec = Recorder()
     varfam.train(_model(), digits, epochs=1, batch_size=100, out=tmp_path / "run",

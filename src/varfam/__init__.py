@@ -42,6 +42,7 @@ _EXPORTS = {
     "save": ("varfam.runs", "save_model"),
     "evaluate_elbo": ("varfam.evaluation", "evaluate_elbo"),
     "evaluate": ("varfam.evaluation", "evaluate"),
+    "score": ("varfam.evaluation.scores", "score"),
     "VarfamError": ("varfam.errors", "VarfamError"),
     "ALL_REGISTRIES": ("varfam.registry", "ALL_REGISTRIES"),
     "load_table": ("varfam.data", "load_table"),
@@ -56,7 +57,7 @@ __all__ = [
     "load_data", "train", "train_from_config", "TrainResult", "TrainState", "Callback",
     "TrainingRun", "load", "save", "evaluate_elbo", "evaluate", "VarfamError",
     "ALL_REGISTRIES", "load_table", "Table", "TableDataset", "impute", "sample_table",
-    "imputation_errors", "__version__",
+    "imputation_errors", "score", "__version__",
 ]
 
 
@@ -84,6 +85,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from varfam.data import Dataset, Table, TableDataset, load_data, load_dataset, load_table
     from varfam.errors import VarfamError
     from varfam.evaluation import evaluate, evaluate_elbo
+    from varfam.evaluation.scores import score
     from varfam.model import VAE
     from varfam.registry import ALL_REGISTRIES
     from varfam.runs import load_model as load

@@ -341,7 +341,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     version: int = CONFIG_VERSION
     #: Whether ``train`` is what happened (``False``: it holds defaults and is not written).
-    train_recorded: typing.ClassVar[bool] = True
+    train_recorded: bool = field(default=True, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         t = self.train
@@ -352,6 +352,7 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
+        del out["train_recorded"]
         if not self.train_recorded:
             del out["train"], out["data"]
         return out
@@ -460,7 +461,7 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
     if not isinstance(data, dict):
         raise VarfamError(f"{where} must be a table/object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
@@ -469,7 +470,7 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
                 f"known keys: {', '.join(fields)}"
             )
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[key] = from_dict(tp, value, f"{where}.{key}")
         else:
             kwargs[key] = _check_type(value, tp, f"{where}.{key}")

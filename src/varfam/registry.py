@@ -15,7 +15,7 @@ import importlib
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from varfam.errors import VarfamError, suggest
 
@@ -105,7 +105,7 @@ class Registry(Generic[T]):
                 f"{self.kind} '{name}' takes no option {', '.join(repr(u) for u in unknown)}; "
                 f"its options: {hint}"
             )
-        return target(*args, **kwargs, **options)
+        return cast(Callable[..., Any], target)(*args, **kwargs, **options)
 
     def names(self) -> list[str]:
         self._load()

@@ -157,7 +157,8 @@ def training_header(run: TrainingRun) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train from the command line: one call, :func:`varfam.train_from_config`. Everything
     that can be checked is checked before the run folder is touched or anything printed."""
-    from varfam.training.callbacks import Announce, RunPictures, RunReport
+    from varfam.reporting.callbacks import RunPictures, RunReport
+    from varfam.training.callbacks import Announce
     from varfam.training.distributed import launched_rank
     from varfam.training.loop import TrainingInterrupted, train_from_config
 

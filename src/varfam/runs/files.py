@@ -26,7 +26,7 @@ WEIGHTS = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)`` then rename ``tmp_path`` over ``path`` (same folder).
 
     The file is flushed to disk before the rename, so ``path`` always holds either

@@ -50,8 +50,6 @@ __all__ = [
     "ProgressDisplay",
     "Announce",
     "MetricsFile",
-    "RunPictures",
-    "RunReport",
 ]
 
 
@@ -230,51 +228,6 @@ class MetricsFile(Callback):
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
         append_record(self.run_dir, metrics)
-
-
-class _RunFolderWriter(Callback):
-    """Writes something into the run folder once training has ended (seeded: by default
-    with the run's seed), given the final model."""
-
-    def __init__(self, seed: int | None = None) -> None:
-        self.seed = seed
-
-    def on_train_start(self, run: TrainingRun) -> None:
-        self.run = run
-
-    def on_train_end(self, result: TrainResult) -> None:
-        if self.run.run_dir is not None:
-            self.write(self.run, result, self.run.config.seed if self.seed is None else self.seed)
-
-    def write(self, run: TrainingRun, result: TrainResult, seed: int) -> None:
-        raise NotImplementedError  # pragma: no cover
-
-
-class RunPictures(_RunFolderWriter):
-    """At the end, writes the run folder's pictures (samples, reconstructions,
-    interpolation, latent map) and hands each to the other callbacks' ``on_images``."""
-
-    def write(self, run: TrainingRun, result: TrainResult, seed: int) -> None:
-        from varfam.reporting.pictures import write_run_pictures
-        from varfam.runs.folder import scored_test_inputs
-        from varfam.tables.report import is_table, write_table_pictures
-
-        x = scored_test_inputs(run.data, run.config)
-        # a table's pictures are its marginals, correlations and latent map, not image grids
-        write = write_table_pictures if is_table(result.model) else write_run_pictures
-        written = write(result.model, x, run.data.test_labels, run.run_dir, seed=seed)
-        for name, path in written.items():
-            run.log_image(result.state, name, path)
-
-
-class RunReport(_RunFolderWriter):
-    """At the end, measures the trained model and writes ``RUN/report.html``
-    (see :func:`varfam.reporting.page.write_report`), reusing the model in memory."""
-
-    def write(self, run: TrainingRun, result: TrainResult, seed: int) -> None:
-        from varfam.reporting.page import write_report
-
-        write_report(run.run_dir, data=run.data, seed=seed, model=result.model)
 
 
 def builtin_callbacks(
