@@ -7,14 +7,27 @@ missing. A header row gives the column names (a first row that holds a number is
 read as data, and the columns are named ``x1, x2, ...``).
 
 Column types (:mod:`varfam.data.columns`) are inferred, then overridden by
-``column_types`` (a dict, or a ``.toml`` / ``.csv`` file):
+``column_types`` (a dict, or a ``.toml`` / ``.csv`` file). The rules read what the
+values are, never how many distinct values happen to be observed, so that a
+column gets the same type with or without missing cells, in 100 rows or a million:
 
 - bools and text → ``categorical``;
-- whole numbers with at most :data:`MAX_LEVELS` distinct values → ``categorical``;
-  other non-negative whole numbers → ``count`` (Poisson), or ``count-nb`` when
-  their variance exceeds twice their mean; negative ones → ``real``;
-- other numbers → ``categorical`` with two distinct values, else ``positive`` when
-  every value is > 0, else ``real``.
+- numbers with at most two distinct values (0/1, 1/2, yes/no codes) → ``categorical``;
+- other non-negative whole numbers → ``count`` (Poisson), or ``count-nb`` when
+  their variance exceeds twice their mean; whole numbers with negative ones → ``real``;
+- other numbers → ``positive`` when every value is > 0, else ``real``.
+
+Two kinds of column are left out of the model (not modelled, kept in the frame, so
+``impute`` returns them unchanged), and the reason is recorded in
+:attr:`Table.dropped` and printed by ``varfam train``:
+
+- **identifiers**: at least :data:`ID_MIN_ROWS` observed values, every one different,
+  that are text, or whole numbers that are consecutive (row numbers) or in a column
+  named like an identifier (``id``, ``user_id``, ``userId``, ``index``, ``key``...);
+- **dates**: a datetime column, or text that is all dates (``2024-01-31``,
+  ``2024/01/31 12:00``, ``31/01/2024``...).
+
+Declaring such a column's type in ``column_types`` models it as declared.
 
 Continuous columns are standardized with the mean and standard deviation of
 the observed cells of the *training* rows (the fixed seeded 90 % of
@@ -38,7 +51,8 @@ gives the types of the columns in order.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +84,7 @@ __all__ = [
     "read_frame",
     "read_column_types",
     "infer_columns",
+    "inferred_types",
     "to_model_units",
     "from_model_units",
     "write_frame",
@@ -77,13 +92,22 @@ __all__ = [
     "configure_model",
     "data_summary",
     "TABLE_SUFFIXES",
-    "MAX_LEVELS",
+    "ID_MIN_ROWS",
 ]
 
 #: File suffixes read as tables.
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet", ".pq")
-#: Whole-number columns with at most this many distinct values are inferred categorical.
-MAX_LEVELS = 10
+#: An all-distinct column with fewer observed values than this is never taken for an
+#: identifier (a small table's text column may well be all distinct).
+ID_MIN_ROWS = 20
+_ID_NAME = re.compile(
+    r"(?:id|ids|idx|index|key|uuid|guid|row|rowid|row_id|row_number|record|record_id)"
+    r"|.*[_\s.-](?:id|idx|key|uuid)", re.IGNORECASE)
+_CAMEL_ID = re.compile(r".*[a-z0-9](?:Id|ID|Idx|Key|Uuid)")
+_DATE = re.compile(
+    r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?"
+    r"(?:Z|[+-]\d{2}:?\d{2})?"
+    r"|\d{1,2}[-/.]\d{1,2}[-/.]\d{4}(?: \d{1,2}:\d{2}(?::\d{2})?)?")
 
 
 def pandas() -> Any:
@@ -235,21 +259,53 @@ def _looks_numeric(series: pd.Series) -> bool:
     return bool(pd.to_numeric(kept, errors="coerce").notna().all())
 
 
-def _infer_type(series: pd.Series) -> str:
-    if series.dtype == bool or not _looks_numeric(series):
-        return "categorical"
+def _infer_type(series: pd.Series) -> tuple[str | None, str]:
+    """(type, why) of an undeclared column; type ``None``: leave it out (see the module doc)."""
+    pd = pandas()
+    kept = series.dropna()
+    if pd.api.types.is_datetime64_any_dtype(series) or _all_dates(kept):
+        return None, "dates"
+    if series.dtype == bool:
+        return "categorical", "true/false values"
+    if not _looks_numeric(series):
+        distinct = len({level_key(v) for v in kept.tolist()})
+        if _is_identifier(str(series.name), len(kept), distinct, text=True):
+            return None, f"an identifier: text whose {distinct} values all differ"
+        return "categorical", f"text, {distinct} distinct values"
     v = _numeric(series, str(series.name), None)
     v = v[~np.isnan(v)]
     distinct = len(np.unique(v))
-    if np.all(v == np.round(v)):
-        if distinct <= MAX_LEVELS:
-            return "categorical"
-        if v.min() < 0:
-            return "real"
-        return "count" if v.var() <= 2 * max(v.mean(), 1e-12) else "count-nb"
+    whole = bool(np.all(v == np.round(v)))
+    if whole and distinct == v.size and _is_identifier(
+            str(series.name), v.size, distinct, text=False,
+            consecutive=bool(v.size and v.max() - v.min() == v.size - 1)):
+        return None, f"an identifier: whole numbers whose {distinct} values all differ"
     if distinct <= 2:
-        return "categorical"
-    return "positive" if v.min() > 0 else "real"
+        return "categorical", f"{distinct} distinct value{'s' if distinct > 1 else ''}"
+    if whole:
+        if v.min() < 0:
+            return "real", "whole numbers, some negative"
+        if v.var() <= 2 * max(v.mean(), 1e-12):
+            return "count", "whole numbers >= 0"
+        return "count-nb", "whole numbers >= 0, variance > 2 x mean"
+    return ("positive", "numbers, all > 0") if v.min() > 0 else ("real", "numbers")
+
+
+def _is_identifier(name: str, n: int, distinct: int, *, text: bool,
+                   consecutive: bool = False) -> bool:
+    if n < ID_MIN_ROWS or distinct != n:
+        return False
+    named = bool(_ID_NAME.fullmatch(name.strip()) or _CAMEL_ID.fullmatch(name.strip()))
+    return text or consecutive or named
+
+
+def _all_dates(kept: pd.Series) -> bool:
+    """Whether every observed value is text that reads as a date (numbers never do)."""
+    pd = pandas()
+    if kept.empty or kept.dtype == bool or pd.api.types.is_numeric_dtype(kept):
+        return False
+    values = kept.tolist()
+    return all(isinstance(v, str) and _DATE.fullmatch(v.strip()) for v in values)
 
 
 def _sorted_levels(values: list[Any]) -> list[Any]:
@@ -276,15 +332,15 @@ def _levels(series: pd.Series, kind: str, given: list[Any] | None) -> list[Any]:
     return values
 
 
-def infer_columns(
+def inferred_types(
     frame: pd.DataFrame,
     types: dict[str, dict[str, Any]] | list[dict[str, Any]] | None = None,
-    train_rows: np.ndarray | None = None,
-) -> list[Column]:
-    """One :class:`Column` per column of ``frame``: inferred or declared type, levels, statistics.
+) -> dict[str, tuple[dict[str, Any] | None, str]]:
+    """What each column of ``frame`` becomes: name → (type entry, why).
 
-    ``types``: declared types by name (or a list in column order); ``train_rows``:
-    the rows whose observed cells give the standardization (default: all).
+    The entry is the declared one (``{"type", "levels"?}``, why ``"declared"``) or the
+    inferred ``{"type": ...}`` with the reason (module doc); ``None`` for a column left
+    out of the model (an identifier or dates), the reason saying which.
     """
     names = list(frame.columns)
     if isinstance(types, list):
@@ -301,16 +357,46 @@ def infer_columns(
             f"--column-types names unknown column(s) {', '.join(repr(u) for u in unknown)}; "
             f"the table's columns: {', '.join(names)}"
         )
-    rows = np.arange(len(frame)) if train_rows is None else np.asarray(train_rows)
-    out = []
+    out: dict[str, tuple[dict[str, Any] | None, str]] = {}
     for name in names:
         series = frame[name]
         if series.isna().all():
             raise VarfamError(
                 f"column '{name}' has no observed cell (every value is missing); drop it"
             )
-        declared = types.get(name, {})
-        kind = declared.get("type") or _infer_type(series)
+        if types.get(name, {}).get("type"):
+            out[name] = (dict(types[name]), "declared")
+        else:
+            kind, why = _infer_type(series)
+            out[name] = (None if kind is None else {"type": kind}, why)
+    return out
+
+
+def infer_columns(
+    frame: pd.DataFrame,
+    types: dict[str, dict[str, Any]] | list[dict[str, Any]] | None = None,
+    train_rows: np.ndarray | None = None,
+) -> list[Column]:
+    """One :class:`Column` per modelled column of ``frame``: inferred or declared type,
+    levels, statistics (identifiers and dates are left out: :func:`inferred_types`).
+
+    ``types``: declared types by name (or a list in column order); ``train_rows``:
+    the rows whose observed cells give the standardization (default: all).
+    """
+    decided = inferred_types(frame, types)
+    kept = [name for name, (entry, _) in decided.items() if entry is not None]
+    if not kept:
+        left = "; ".join(f"'{n}' ({why})" for n, (_, why) in decided.items())
+        raise VarfamError(
+            f"no column of the table is left to model: {left}; declare the types of the "
+            "columns to model in --column-types"
+        )
+    rows = np.arange(len(frame)) if train_rows is None else np.asarray(train_rows)
+    out = []
+    for name in kept:
+        series = frame[name]
+        declared = decided[name][0] or {}
+        kind = declared["type"]
         col = Column(name=name, type=kind, dtype=str(series.dtype),
                      levels=_levels(series, kind, declared.get("levels"))
                      if kind in DISCRETE_LEVELS else None)
@@ -458,7 +544,9 @@ class Table:
     ``frame``: every column as read (the label column too); ``columns``: the
     modelled columns in order; ``x``: (N, C) float32 model units with NaN where
     missing; ``labels``: (N,) int64 codes of ``label_column`` (or ``None``), with
-    the level names in ``classes``.
+    the level names in ``classes``. ``notes``: why each modelled column has its type
+    (``"declared"`` or the inference's reason; empty for a saved model's columns);
+    ``dropped``: the columns left out of the model (identifiers, dates) and why.
     """
 
     frame: Any
@@ -468,6 +556,8 @@ class Table:
     classes: tuple[str, ...] | None = None
     label_column: str | None = None
     name: str = "table"
+    notes: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
 
     @property
     def missing(self) -> Tensor:
@@ -491,6 +581,7 @@ class Table:
             self.name, self.x[tr].contiguous(), self.x[te].contiguous(),
             None if y is None else y[tr], None if y is None else y[te], self.classes,
             columns=tuple(self.columns), label_column=self.label_column,
+            notes=dict(self.notes), dropped=dict(self.dropped),
         )
 
     def model_options(self) -> dict[str, Any]:
@@ -506,10 +597,14 @@ class Table:
 
 @dataclass
 class TableDataset(Dataset):
-    """A :class:`~varfam.data.Dataset` whose examples are table rows: adds ``columns``."""
+    """A :class:`~varfam.data.Dataset` whose examples are table rows: adds ``columns``
+    (and, from :class:`Table`, ``notes`` and ``dropped``: why each column has its type
+    or was left out)."""
 
     columns: tuple[Column, ...] = ()
     label_column: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
 
 
 def load_table(
@@ -540,6 +635,8 @@ def load_table(
             f"{', '.join(map(str, frame.columns))}"
         )
     features = frame.drop(columns=[label_column]) if label_column else frame
+    notes: dict[str, str] = {}
+    dropped: dict[str, str] = {}
     if columns is not None:
         cols = parse_columns(columns, None, "columns")
     else:
@@ -549,14 +646,18 @@ def load_table(
             types = {k: v for k, v in types.items() if k != label_column}
         if isinstance(types, dict):
             types = {k: _type_entry(v, f"column types: {k}") for k, v in types.items()}
+        decided = inferred_types(features, types)
+        notes = {k: why for k, (entry, why) in decided.items() if entry is not None}
+        dropped = {k: why for k, (entry, why) in decided.items() if entry is None}
         n = len(features)
         train = split_indices(n, held_out_count(n), SPLIT_SEED)[0].numpy() if n >= 2 else None
-        cols = infer_columns(features, types, train)
+        kept = {k: entry for k, (entry, _) in decided.items() if entry is not None}
+        cols = infer_columns(features[list(kept)] if kept else features, kept or types, train)
     x = torch.from_numpy(to_model_units(features, cols))
     labels, classes = None, None
     if label_column:
         labels, classes = _label_codes(frame[label_column], label_column)
-    return Table(frame, cols, x, labels, classes, label_column, name)
+    return Table(frame, cols, x, labels, classes, label_column, name, notes, dropped)
 
 
 def _label_codes(series: pd.Series, name: str) -> tuple[Tensor, tuple[str, ...]]:
@@ -571,10 +672,19 @@ def _label_codes(series: pd.Series, name: str) -> tuple[Tensor, tuple[str, ...]]
     return codes, tuple(str(v) for v in levels)
 
 
-def describe_columns(columns: list[Column], x: Tensor | None = None) -> str:
-    """One line per column: name, type, levels or units, share missing (for the terminal)."""
+def describe_columns(
+    columns: list[Column], x: Tensor | None = None, notes: dict[str, str] | None = None,
+    dropped: dict[str, str] | None = None,
+) -> str:
+    """One line per column: name, type, levels or units, share missing (for the terminal).
+
+    ``notes``: why a column has its type (shown after it); ``dropped``: the columns left
+    out of the model and why (one line each). With either, a last line says how to
+    override the inferred types.
+    """
+    notes, dropped = notes or {}, dropped or {}
     lines = []
-    width = max(len(c.name) for c in columns)
+    width = max(len(c.name) for c in [*columns, *(Column(name=n) for n in dropped)])
     for j, c in enumerate(columns):
         if c.type in DISCRETE_LEVELS:
             shown = ", ".join(str(v) for v in (c.levels or ())[:6])
@@ -586,41 +696,55 @@ def describe_columns(columns: list[Column], x: Tensor | None = None) -> str:
             what = ("log " if c.type == "positive" else "") + f"mean {c.loc:.4g}, sd {c.scale:.4g}"
         gone = f", {float(torch.isnan(x[:, j]).float().mean()):.0%} missing" \
             if x is not None else ""
-        lines.append(f"  {c.name:{width}s}  {c.type:11s} {what}{gone}")
+        why = f"  [{notes[c.name]}]" if c.name in notes else ""
+        lines.append(f"  {c.name:{width}s}  {c.type:11s} {what}{gone}{why}")
+    for name, why in dropped.items():
+        lines.append(f"  {name:{width}s}  {'left out':11s} {why} (not modelled)")
+    if dropped or any(why != "declared" for why in notes.values()):
+        lines.append("  (types inferred from the values; declare any column's type, or model "
+                     "a column left out, with --column-types FILE: a .toml of name = \"type\")")
     return "\n".join(lines)
 
 
 def configure_model(model: Any, data: Dataset) -> None:
     """Point a :class:`~varfam.config.ModelConfig` at its data.
 
-    For a :class:`TableDataset`: the default likelihood (``bernoulli``) becomes
-    ``mixed`` with the table's columns, and the default architecture (``mlp``)
-    becomes ``tabular`` with the columns' levels. Columns already recorded (a
-    resumed run) are kept. For other data with a mask (``data.config.mask``): the
-    ``masked`` likelihood around the chosen one, and the architecture's ``masked`` option.
+    The likelihood and architecture left ``None`` are chosen from the data. A
+    :class:`TableDataset` trains with the ``mixed`` likelihood over its columns and the
+    ``tabular`` networks with the columns' levels (any other choice is refused: nothing
+    else reads a table's columns and missing cells). Columns already recorded (a resumed
+    run) are kept. Other data: ``bernoulli`` and ``mlp``; with a mask
+    (``data.config.mask``) the ``masked`` likelihood around the chosen one, and the
+    architecture's ``masked`` option.
     """
     if not isinstance(data, TableDataset):
+        model.likelihood = model.likelihood or "bernoulli"
+        model.arch = model.arch or "mlp"
         if data.config is not None and data.config.mask and model.likelihood != "masked":
             model.likelihood_options = {"base": model.likelihood,
                                         "options": dict(model.likelihood_options)}
             model.likelihood = "masked"
             model.arch_options["masked"] = True
         return
-    if model.likelihood in ("bernoulli", "mixed"):
-        model.likelihood = "mixed"
-        model.likelihood_options.setdefault("columns", [c.to_dict() for c in data.columns])
-    if model.arch == "mlp":
-        model.arch = "tabular"
-    if model.arch == "tabular":
-        model.arch_options.setdefault("levels", [c.n_levels for c in data.columns])
+    for name, chosen, wanted in (("likelihood", model.likelihood, "mixed"),
+                                 ("arch", model.arch, "tabular")):
+        if chosen not in (None, wanted):  # nothing else reads a table's columns and holes
+            raise VarfamError(
+                f"{data.name} is a table: it trains with the {wanted} {name} (one factor per "
+                f"column, missing cells left out), not {chosen}; leave --{name} out"
+            )
+    model.likelihood, model.arch = "mixed", "tabular"
+    model.likelihood_options.setdefault("columns", [c.to_dict() for c in data.columns])
+    model.arch_options.setdefault("levels", [c.n_levels for c in data.columns])
 
 
 def data_summary(model: Any, data: Dataset) -> str | None:
     """What ``varfam train`` prints about a table's columns or a mask; ``None`` otherwise."""
     if isinstance(data, TableDataset):
         x = torch.cat([data.train, data.test])
-        return f"table {data.name}: {x.shape[0]} rows, {len(data.columns)} columns\n" \
-            + describe_columns(list(data.columns), x)
+        left = f" ({len(data.dropped)} left out)" if data.dropped else ""
+        return f"table {data.name}: {x.shape[0]} rows, {len(data.columns)} columns{left}\n" \
+            + describe_columns(list(data.columns), x, data.notes, data.dropped)
     if model.likelihood == "masked" and data.config is not None and data.config.mask:
         return f"missing values ({data.config.mask}): the {model.likelihood_options['base']} " \
             "likelihood scores the observed values only; the encoder sees the mask"
