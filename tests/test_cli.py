@@ -99,8 +99,8 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture) -> None:
 
 def test_toml_config_and_flags_override(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[model]\nlatent_dim = 3\nhidden = [32]\n[train]\ndata = "digits"\n'
-                   "epochs = 1\nlimit = 300\n")
+    cfg.write_text('[model]\nlatent_dim = 3\nhidden = [32]\n[data]\nsource = "digits"\n'
+                   "limit = 300\n[train]\nepochs = 1\n")
     out = tmp_path / "run"
     assert run("train", "--config", cfg, "--latent-dim", "2", "--out", out, "--quiet") == 0
     saved = json.loads((out / "config.json").read_text())

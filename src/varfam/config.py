@@ -81,7 +81,9 @@ class ModelConfig:
     """Everything needed to rebuild a model's architecture (weights live elsewhere)."""
 
     data_shape: tuple[int, ...] = option((1, 28, 28), cli=False)
-    arch: str = option("mlp", "network architecture: mlp, gated-mlp or conv (default: mlp)")
+    #: ``None``: chosen from the data (``mlp`` for images and vectors, ``tabular`` for tables).
+    arch: str | None = option(None, "network architecture: mlp, gated-mlp or conv (default: "
+                              "mlp; tabular for a table)")
     hidden: tuple[int, ...] = option((400,), "hidden widths, e.g. 400 or 512,256")
     latent_dim: int = option(20, "latent dimensions D (default: 20)", minimum=1)
     family: str = option("diagonal", "variational family q(z|x) (default: diagonal)")
@@ -90,7 +92,10 @@ class ModelConfig:
     #: ``uniform-sphere`` for vmf/powerspherical, ``categorical`` for gumbel/bernoulli).
     prior: str | None = option(None, "prior p(z) (default: standard)")
     prior_options: dict[str, Any] = field(default_factory=dict)
-    likelihood: str = option("bernoulli", "likelihood p(x|z) (default: bernoulli)")
+    #: ``None``: chosen from the data (``bernoulli`` for images and vectors, ``mixed`` over
+    #: the columns for tables).
+    likelihood: str | None = option(None, "likelihood p(x|z) (default: bernoulli; mixed for "
+                                    "a table)")
     likelihood_options: dict[str, Any] = field(default_factory=dict)
     #: Options of the architecture (e.g. the ``tabular`` one's ``levels`` per column).
     arch_options: dict[str, Any] = field(default_factory=dict)

@@ -89,6 +89,8 @@ class VAE(nn.Module):
         ``classifier`` (see :mod:`varfam.nets.conditioning`).
         """
         cfg = ModelConfig(**{**(config.__dict__ if config else {}), **overrides})
+        cfg.arch = cfg.arch or "mlp"  # what VAE.for_data chooses for data that is not a table
+        cfg.likelihood = cfg.likelihood or "bernoulli"
         likelihood = LIKELIHOODS.build(
             cfg.likelihood, cfg.data_shape, options=cfg.likelihood_options
         )
@@ -221,8 +223,9 @@ class VAE(nn.Module):
             return None
         if y is None:
             raise VarfamError(
-                "this model is conditioned on labels: pass y (a class, a list of classes or "
-                "the data's labels)"
+                "this model is conditioned on labels: give the class, with --label CLASS on "
+                "the command line or y= in Python (a class, a list of classes or the data's "
+                "labels)"
             )
         if isinstance(y, Tensor) and y.is_floating_point():
             return y.to(self.device)

@@ -146,6 +146,15 @@ def load_data(
     ds = load_dataset(config.source, data_dir=config.data_dir, image_size=config.image_size,
                       key=config.key, label_column=config.label_column,
                       column_types=config.column_types, columns=columns, mask=config.mask)
+    if not isinstance(ds, TableDataset):
+        for flag, value in (("--label-column", config.label_column),
+                            ("--column-types", config.column_types)):
+            if value is not None:
+                raise VarfamError(
+                    f"{flag} describes a table's columns, but {config.source} is not a table "
+                    "(images and arrays take their labels from class folders or a labels "
+                    f"array); leave {flag} out"
+                )
     ds = ds.limit(config.limit, config.test_limit)
     if config.labelled is not None:
         ds = with_hidden_labels(ds, config.labelled, seed, len(class_names(ds)), validation)

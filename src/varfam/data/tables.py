@@ -574,12 +574,14 @@ class Table:
         return split_indices(n, held_out_count(n), SPLIT_SEED)
 
     def dataset(self) -> TableDataset:
-        """The table as a :class:`TableDataset` with the fixed seeded 90/10 split."""
+        """The table as a :class:`TableDataset` with the fixed seeded 90/10 split (each
+        example's row in the table in ``train_index``/``test_index``)."""
         tr, te = self.split()
         y = self.labels
         return TableDataset(
             self.name, self.x[tr].contiguous(), self.x[te].contiguous(),
             None if y is None else y[tr], None if y is None else y[te], self.classes,
+            train_index=tr, test_index=te,
             columns=tuple(self.columns), label_column=self.label_column,
             notes=dict(self.notes), dropped=dict(self.dropped),
         )

@@ -347,6 +347,7 @@ class Loop:
 def setup(model: VAE, data: Dataset, cfg: TrainConfig, env: Env, hooks: CallbackList) -> Loop:
     """Check the data, build the batch sources, objective, optimizer and loss function."""
     train_x, val_x = _hold_out(data.train, cfg.validation)
+    model.check_data(data, "the training data")
     _check_data(model, train_x)
     static = cfg.binarize != "none"
 
@@ -357,7 +358,7 @@ def setup(model: VAE, data: Dataset, cfg: TrainConfig, env: Env, hooks: Callback
     model.to(env.device)
     labels = TrainingLabels.of(model, data, cfg.validation, cfg.batch_size, cfg.labelled_ratio)
     options = dict(cfg.objective_options)
-    if labels is not None and model.condition.classifier is not None:  # α and N_l / N
+    if labels is not None and model.has_classifier:  # α and N_l / N
         options.update(labels.objective_options(cfg.alpha, cfg.labelled_weight))
     train_src = source(train_x, "train", cfg.binarize == "static")
     loop = Loop(
