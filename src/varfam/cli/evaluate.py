@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="test ELBO, importance-sampled log p(x), inference gap, active units, MI, probe",
     )
     p.add_argument("run")
-    p.add_argument("--data", help="evaluate on another dataset's test split")
+    p.add_argument("--data", help="evaluate on another dataset, every row (default: the "
+                                  "run's test split)")
     p.add_argument("--iw", type=nonnegative_int, default=1000, metavar="K",
                    help="importance samples per example for log p(x) (default 1000; 0 skips)")
     p.add_argument("--limit", type=positive_int, metavar="N",

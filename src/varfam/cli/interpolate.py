@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="FILE.png or FILE.npy")
     p.add_argument("--pairs", type=positive_int, default=4)
     p.add_argument("--steps", type=positive_int, default=10)
-    p.add_argument("--data", help="another dataset's test split")
+    p.add_argument("--data", help="another dataset: its first rows, in the file's order "
+                                  "(default: the run's test split)")
     p.set_defaults(func=cmd_interpolate)
 
 

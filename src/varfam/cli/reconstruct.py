@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="FILE.png or FILE.npy")
     p.add_argument("-n", type=positive_int, default=8, help="how many inputs (default 8)")
     p.add_argument("--draws", type=positive_int, default=4, help="draws of z per input")
-    p.add_argument("--data", help="another dataset's test split")
+    p.add_argument("--data", help="another dataset: its first rows, in the file's order "
+                                  "(default: the run's test split)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.set_defaults(func=cmd_reconstruct)
 

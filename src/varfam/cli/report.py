@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("report", help="write RUN/report.html: curves, metrics and pictures")
     p.add_argument("run")
-    p.add_argument("--data", help="measure on another dataset's test split")
+    p.add_argument("--data", help="measure on another dataset, every row (default: the "
+                                  "run's test split)")
     p.add_argument("--iw", type=nonnegative_int, default=100, metavar="K",
                    help="importance samples per example for log p(x) (default 100)")
     p.add_argument("--limit", type=positive_int, default=500, metavar="N",

@@ -24,16 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from varfam.errors import VarfamError
 from varfam.evaluation.scores.base import score
 
-__all__ = ["ScoredRows", "SPLITS", "run_rows", "score_run"]
-
-#: Which rows of a data set to score: its test split, its training split, or every row.
-SPLITS = ("all", "test", "train")
+__all__ = ["ScoredRows", "score_run"]
 
 
 @dataclass
@@ -48,48 +43,19 @@ class ScoredRows:
     classes: tuple[str, ...] | None = None
 
 
-def run_rows(cfg: Any, data: str | None = None,
-             split: str = "all") -> tuple[Tensor, Tensor, Tensor | None, Any]:
-    """The rows of ``data`` (default: the run's own) as the run ``cfg`` sees them.
-
-    Returns ``(x (N, *data_shape), index (N,), labels (N,) or None, dataset)`` in the
-    source's order (see the module doc).
-    """
-    from varfam.runs.folder import run_dataset, scored_inputs
-
-    if split not in SPLITS:
-        raise VarfamError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    ds = run_dataset(cfg, data)
-    parts = [p for p in ("train", "test") if split in ("all", p)]
-    xs = [scored_inputs(ds, cfg.train, p) for p in parts]
-    xs = [x if isinstance(x, Tensor) else x[:] for x in xs]  # rows of a large file: read them
-    labels = [getattr(ds, f"{p}_labels") for p in parts]
-    indexes = [getattr(ds, f"{p}_index", None) for p in parts]
-    x = torch.cat(xs)
-    y = None if any(v is None for v in labels) else torch.cat(labels)
-    if all(i is not None for i in indexes):
-        index = torch.cat(indexes)
-        order = torch.argsort(index)  # the source's order
-        x, index = x[order], index[order]
-        y = None if y is None else y[order]
-    else:  # a data set with its own split: training rows, then test rows
-        offset = 0 if split != "test" else ds.train.shape[0]
-        index = torch.arange(offset, offset + x.shape[0])
-    return x, index, y, ds
-
-
 def score_run(run: str | Path, data: str | None = None, *, split: str = "all",
               method: str = "nll", **options: Any) -> ScoredRows:
     """Score the rows of ``data`` (default: the run's own) with the run's model.
 
     ``split``: ``all`` (default), ``test`` or ``train``. ``method`` and ``options``: as for
     :func:`~varfam.evaluation.scores.score`. A model conditioned on labels reads the
-    data's labels.
+    data's labels. The rows are :func:`varfam.runs.folder.run_rows`.
     """
-    from varfam.runs.folder import open_run, run_dataset, scored_inputs
+    from varfam.runs.folder import open_run, run_dataset, run_rows, scored_inputs
 
     model, cfg = open_run(run)
-    x, index, labels, ds = run_rows(cfg, data, split)
+    rows = run_rows(cfg, data, split)
+    x, index, labels, ds = rows.x, rows.index, rows.labels, rows.dataset
     if method == "ratio" and options.get("background") is None and "train" not in options:
         own = run_dataset(cfg) if data is not None else ds
         train = scored_inputs(own, cfg.train, "train")
