@@ -248,12 +248,16 @@ class VAE(nn.Module):
                 "this model has no classifier q(y|x); train it semi-supervised (--labelled N) "
                 "to get one"
             )
+        assert self.condition is not None and self.condition.classifier is not None
         return self.condition.classifier(x)
 
     def _with_label(self, v: Tensor, y: Tensor | None) -> Tensor:
         """``[v, onehot(y)]`` (N, F + C) for a model conditioned on labels, else ``v``."""
         if self.condition is None:
             return v
+        if y is None:
+            raise VarfamError("this model is conditioned on labels: give the labels y "
+                              "(varfam commands: --label CLASS)")
         return torch.cat([v, self.condition.one_hot(y, v)], -1)
 
     # ---------------------------------------------------------------- the maps
@@ -319,11 +323,13 @@ class VAE(nn.Module):
             if y is None or self.condition is None:
                 return self.prior(encode)
             labels = self.labels(y, 1 if isinstance(y, (int, str)) else len(y))
+            assert labels is not None  # a model conditioned on labels turns y into a tensor
             return self.prior.given_label(encode, labels)
 
     def _encode_pseudo_inputs(self, u: Tensor) -> Distribution:
         """q(z|u_k, y_k) for a prior defined through the encoder (the VampPrior): pseudo-input
         k is given class ``k mod C``, so p(z) stays a mixture of posteriors of every class."""
+        assert self.condition is not None  # called for models conditioned on labels only
         y = torch.arange(u.shape[0], device=u.device) % self.condition.n_classes
         return self.encode(u, y)
 
