@@ -8,11 +8,19 @@ STAMP := $(VENV)/.varfam-installed
 
 .PHONY: demo test test-all venv clean lint types
 
+# pip, quiet: this machine's pip configuration names package indexes (file:// folders)
+# that hold only some packages, and pip warns "Location '...' is ignored" once per
+# package it looks up there; those lines are dropped, everything else pip prints is
+# kept, and pip's exit status is kept too.
+PIP_INSTALL = pip_install() { { $(BIN)/python -m pip install -q "$$@" 2>&1 || echo "varfam-pip-failed"; } \
+	| awk '/^WARNING: Location .* is ignored/ { next } /^varfam-pip-failed$$/ { bad = 1; next } \
+	{ print } END { exit bad }'; }; pip_install
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	@$(PIP_INSTALL) --upgrade pip
+	@$(PIP_INSTALL) torch==2.13.0
+	@$(PIP_INSTALL) -e '.[test]'
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then \
 		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null 2>&1 \
 		|| echo "note: dataset-fashion-mnist not installed (fashion-mnist tests will be skipped)"; fi
@@ -26,8 +34,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# A second `make demo` keeps the trained run (and whatever was added to it, evaluations
+# and pictures) instead of training it again: it only says where the run is.
 demo: $(STAMP)
-	$(BIN)/varfam train --out runs/demo
+	@if [ -f runs/demo/model.safetensors ]; then \
+		echo "runs/demo holds a trained run already: open runs/demo/report.html (to train it again: rm -r runs/demo && make demo)"; \
+	else $(BIN)/varfam train --out runs/demo; fi
 
 # make test: the CI suite without the tests marked slow (under 4 minutes on 2 cores);
 # make test-all: everything, including the slow tier (torchrun, signals, compile-heavy
@@ -44,7 +56,7 @@ test-all: $(STAMP)
 DOCS_STAMP := $(VENV)/.varfam-docs-installed
 
 $(DOCS_STAMP): pyproject.toml $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[docs]'
+	@$(PIP_INSTALL) -e '.[docs]'
 	touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)
