@@ -66,7 +66,7 @@ def test_labels_by_index_name_list_or_tensor_and_their_errors() -> None:
     with pytest.raises(VarfamError, match="at least 2 classes"):
         LabelCondition(1)
     model = build()
-    with pytest.raises(VarfamError, match="pass y"):
+    with pytest.raises(VarfamError, match="--label CLASS on the command line or y= in Python"):
         model.decode(torch.zeros(2, 2))
     with pytest.raises(VarfamError, match="no classifier"):
         model.classify(torch.rand(2, 1, 8, 8))
