@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.data import load_table
 from varfam.data.tables import describe_columns, inferred_types
 from varfam.errors import VarfamError

@@ -17,7 +17,7 @@ from varfam.errors import VarfamError
 __all__ = [
     "Parser", "number", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float",
     "hidden_widths", "tracker_names", "key_value", "open_run_for_command", "write_images",
-    "image_output", "needs_condition", "data_labels", "read_latents",
+    "image_output", "is_table_run", "needs_condition", "data_labels", "read_latents",
 ]
 
 
@@ -117,10 +117,34 @@ def write_images(images, output: str, ncol: int) -> None:
     print(path)
 
 
-def image_output(output: str) -> Path:
-    """``output`` as a path if it names a picture or an array file (checked before any work)."""
+def is_table_run(model) -> bool:
+    """Whether ``model`` models a table (the ``mixed`` likelihood): its outputs are rows."""
+    from varfam.likelihoods.mixed import MixedLikelihood
+
+    return isinstance(model.likelihood, MixedLikelihood)
+
+
+def image_output(output: str, model=None, *, rows: bool = False) -> Path:
+    """``output`` as a path if it names a picture or an array file (checked before any work).
+
+    With the run's ``model``: a table run's outputs are rows, never pictures, so it takes
+    ``.npy`` (the model's array, in model units) and, where the command writes rows in
+    the table's units and levels (``rows``), the table formats (``.csv``, ``.tsv``,
+    ``.parquet``).
+    """
     path = Path(output)
-    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".npy"):
+    suffix = path.suffix.lower()
+    if model is not None and is_table_run(model):
+        from varfam.data.tables import TABLE_SUFFIXES
+
+        if suffix in ((*TABLE_SUFFIXES, ".npy") if rows else (".npy",)):
+            return path
+        formats = (".csv, .tsv or .parquet (rows in the table's units) or .npy (model units)"
+                   if rows else ".npy (model units); varfam decode and varfam sample write "
+                   "rows in the table's units to .csv")
+        raise VarfamError(f"output {output}: a table run makes rows, not pictures; write "
+                          f"{formats}")
+    if suffix not in (".png", ".jpg", ".jpeg", ".npy"):
         raise VarfamError(
             f"output {output} must end in .png, .jpg or .jpeg (a picture grid) or .npy (the array)"
         )
@@ -139,8 +163,10 @@ def data_labels(model, labels):
     if not model.uses_labels:
         return None
     if labels is None and not model.has_classifier:
+        from varfam.data.labels import LABEL_SOURCES
+
         raise VarfamError("this run is conditioned on labels, but the data has none; "
-                          "use labelled data (class sub-folders, or labels in a .npz)")
+                          f"use labelled data ({LABEL_SOURCES})")
     return labels
 
 

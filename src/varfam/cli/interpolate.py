@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from varfam.cli.common import data_labels, open_run_for_command, positive_int, write_images
+from varfam.cli.common import (
+    data_labels,
+    image_output,
+    open_run_for_command,
+    positive_int,
+    write_images,
+)
 from varfam.errors import VarfamError
 
 
@@ -24,7 +30,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from varfam.runs.folder import run_test_data
 
     model, cfg = open_run_for_command(args.run)
+    image_output(args.output, model)  # a table run: .npy only, before any work
     x, labels = run_test_data(cfg, args.data)
+    model.check_data(x, "the test data")
     y = data_labels(model, labels)
     n = min(2 * args.pairs, x.shape[0] - x.shape[0] % 2)
     if n < 2:

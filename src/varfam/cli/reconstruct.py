@@ -6,6 +6,7 @@ import argparse
 
 from varfam.cli.common import (
     data_labels,
+    image_output,
     nonnegative_int,
     open_run_for_command,
     positive_int,
@@ -30,7 +31,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from varfam.runs.folder import run_test_data
 
     model, cfg = open_run_for_command(args.run)
+    image_output(args.output, model)  # a table run: .npy only, before any work
     x, labels = run_test_data(cfg, args.data)
+    model.check_data(x, "the test data")
     y = data_labels(model, labels)
     with model.evaluating(args.seed):
         images, per_row = reconstruction_grid(model, x[: args.n], draws=args.draws,

@@ -56,6 +56,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return 0
     image_output(args.output)  # a bad output name is refused before any fitting
     model, cfg = open_run_for_command(args.run)
+    image_output(args.output, model, rows=True)  # a table run makes rows, not pictures
     sampler = None
     if args.sampler != "prior" or args.refit:
         from varfam.samplers import run_sampler

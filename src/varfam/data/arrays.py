@@ -141,8 +141,15 @@ def check_values(x: np.ndarray, source: str) -> None:
             "8-bit grey levels 0..255; rescale it, or save floats"
         )
     if nan or inf:
-        bad = "NaN" if nan else "infinite (or too large for float32)"
-        raise VarfamError(f"{source} holds {bad} values; clean the data before training")
+        if nan:
+            raise VarfamError(
+                f"{source} holds NaN values; if they mark missing values, train with --mask nan "
+                "(the likelihood then scores the observed values only), else clean the data"
+            )
+        raise VarfamError(
+            f"{source} holds infinite (or too large for float32) values; clean the data "
+            "before training"
+        )
 
 
 def _converter(

@@ -30,7 +30,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from varfam.config import ModelConfig
 
 __all__ = ["hide_labels", "labelled_indices", "class_names", "with_hidden_labels",
-           "configure_labels"]
+           "configure_labels", "LABEL_SOURCES"]
+
+#: Where labels come from: what the messages about data without labels suggest.
+LABEL_SOURCES = ("class sub-folders of images, an array named labels or y in a .npz, or a "
+                 "table's column named with --label-column NAME")
 
 
 def class_names(ds: Dataset) -> tuple[str, ...]:
@@ -44,8 +48,7 @@ def class_names(ds: Dataset) -> tuple[str, ...]:
     labels = [t for t in labels if t.numel()]
     if not labels:
         raise VarfamError(
-            f"{ds.name} has no labels; conditioning needs labelled data (class sub-folders "
-            "of images, or an array named labels or y in a .npz)"
+            f"{ds.name} has no labels; conditioning needs labelled data ({LABEL_SOURCES})"
         )
     low = min(int(t.min()) for t in labels)
     if low < 0:
@@ -118,7 +121,8 @@ def with_hidden_labels(
     examples (the rest are held out for validation, unlabelled). Test labels stay.
     """
     if ds.train_labels is None:
-        raise VarfamError(f"{ds.name} has no labels to keep; --labelled needs labelled data")
+        raise VarfamError(f"{ds.name} has no labels to keep; --labelled needs labelled data "
+                          f"({LABEL_SOURCES})")
     among = ds.train_labels.shape[0] - validation
     hidden = hide_labels(ds.train_labels, keep, seed, n_classes, among)
     config = ds.config if ds.config is not None else DataConfig(source=None)

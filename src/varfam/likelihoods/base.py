@@ -62,5 +62,7 @@ def check_finite(x: Tensor, name: str) -> None:
     if bad:
         raise VarfamError(
             f"the data hold {bad} NaN or infinite values, which the {name} likelihood cannot "
-            "model; remove or replace them, or train with --mask nan if NaN marks missing values"
+            "model; remove or replace them, or, if NaN marks missing values, let the model skip "
+            "them: a table with its default mixed likelihood (leave --likelihood out), images "
+            "and arrays with --mask nan"
         )

@@ -88,6 +88,11 @@ def save_model(
 def load_run_config(run_dir: str | Path) -> RunConfig:
     """Read and validate a run folder's ``config.json``."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise VarfamError(
+            f"{run_dir} is a file, not a run folder; give the folder `varfam train` wrote "
+            f"(it holds {CONFIG} and {WEIGHTS})"
+        )
     if not run_dir.is_dir():
         raise VarfamError(f"run folder {run_dir} does not exist")
     if not (run_dir / CONFIG).is_file():

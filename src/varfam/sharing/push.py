@@ -33,7 +33,13 @@ def pushed_files(run_dir: str | Path) -> dict[str, Path]:
 
 
 def _repo_id(repo: str) -> str:
-    ref = parse_ref(repo if repo.startswith("hf://") else f"hf://{repo}")
+    try:
+        ref = parse_ref(repo if repo.startswith("hf://") else f"hf://{repo}")
+    except VarfamError:
+        raise VarfamError(
+            f"'{repo}' is not a Hub repo id; push takes USER/REPO (e.g. alice/digits-vae), "
+            "letters, digits, '.', '_' and '-' in each part"
+        ) from None
     if ref.revision:
         raise VarfamError(f"give the branch of '{repo}' with --revision, not after @")
     return ref.repo_id
