@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from varfam.cli.main import main
+from varfam.cli import main
 
 N = 400
 
