@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from _doc_block import write_block
 
-from varfam.cli.main import main as varfam
+from varfam.cli import main as varfam
 from varfam.registry import DATASETS, FAMILIES, OBJECTIVES, PRIORS
 from varfam.reporting.page import read_metrics
 

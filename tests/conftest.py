@@ -20,7 +20,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-epoch run of a small diagonal VAE on digits, written by the CLI."""
-    from varfam.cli.main import main
+    from varfam.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "digits"
     code = main(

@@ -262,7 +262,7 @@ def test_the_cli_trains_and_evaluates_with_a_late_context(tmp_path: Path, capsys
     """The README's command on digits: the options from the command line, the context
     switched on in the second epoch, the pictures (ancestral sampling), the report, and an
     importance-sampled log-likelihood above the ELBO."""
-    from varfam.cli.main import main
+    from varfam.cli import main
 
     out = tmp_path / "ar"
     argv = ["train", "--data", "digits", "--limit", "300", "--epochs", "2", "--hidden", "32",

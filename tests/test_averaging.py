@@ -10,7 +10,7 @@ import torch
 
 import varfam
 from varfam import VAE, VarfamError, train
-from varfam.cli.main import main as cli_main
+from varfam.cli import main as cli_main
 from varfam.config import TrainConfig
 from varfam.data import Dataset
 from varfam.evaluation.bounds import evaluate_elbo

@@ -1,6 +1,6 @@
 """The training loop's callbacks, its printing with and without a terminal, its state, and
-the structure the reshaped loop promises: hooks on the base classes, no import cycles,
-no global torch state changed by ``import varfam``."""
+the structure the reshaped loop promises: hooks on the base classes, no global torch state
+changed by ``import varfam`` (the import graph is checked in tests/test_architecture.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 
 import varfam
 from varfam import VAE, Callback, TrainState
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.registry import FAMILIES, LIKELIHOODS, PRIORS
 from varfam.runs.checkpoint import CHECKPOINT, load_checkpoint
 from varfam.runs.metrics import read_metrics
@@ -194,90 +194,6 @@ def test_no_getattr_hook_lookups_in_the_loop() -> None:
         text = (SRC / name).read_text()
         for hook in ("set_epoch", "set_progress", "observe", "default_prior_options"):
             assert f'"{hook}"' not in text, (name, hook)
-
-
-def _imports(path: Path, package: str) -> set[str]:
-    """Modules of ``varfam`` that ``path`` imports (anywhere but under TYPE_CHECKING)."""
-    tree = ast.parse(path.read_text())
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip.update(id(n) for n in ast.walk(node))
-    out: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in skip or not isinstance(node, (ast.Import, ast.ImportFrom)):
-            continue
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names if a.name.startswith("varfam"))
-            continue
-        if node.level:
-            base = package.split(".")[: len(package.split(".")) - node.level + 1]
-            mod = ".".join(base + ([node.module] if node.module else []))
-        else:
-            mod = node.module or ""
-        if not mod.startswith("varfam"):
-            continue
-        for alias in node.names:  # `from . import x` names a module when x is one
-            sub = f"{mod}.{alias.name}"
-            out.add(sub if _module_path(sub) is not None else mod)
-    return out
-
-
-def _module_path(name: str) -> Path | None:
-    rel = Path(*name.split(".")[1:])
-    for candidate in (SRC / rel.with_suffix(".py"), SRC / rel / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(SRC.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def test_no_import_cycles_between_modules() -> None:
-    """No module reaches itself through imports, top-level or inside functions; a package
-    reaching its own ``__init__`` from a submodule counts too."""
-    graph: dict[str, set[str]] = {}
-    for path in SRC.rglob("*.py"):
-        name = _module_name(path)
-        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        graph[name] = {m for m in _imports(path, package) if m != name}
-    # a module's parent packages are imported before it: importing a.b.c imports a.b
-    cycles = []
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-
-    def visit(v: str) -> None:  # Tarjan's strongly connected components
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in graph.get(v, ()):
-            if w not in graph:
-                continue
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                cycles.append(sorted(component))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    assert cycles == []
 
 
 def test_import_varfam_leaves_torch_distribution_settings_alone() -> None:

@@ -1,4 +1,4 @@
-"""Every command end to end on a small run (digits), through `varfam.cli.main`."""
+"""Every command end to end on a small run (digits), through `varfam.cli.app`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from varfam.cli.main import main
+from varfam.cli import main
 
 
 def run(*argv: str) -> int:
@@ -87,7 +87,7 @@ def test_list_names_every_kind(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture) -> None:
-    from varfam.cli.main import build_parser
+    from varfam.cli.app import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     for name in sub.choices:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.reporting.page import read_metrics
 
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import varfam
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.data import Dataset
 from varfam.registry import FAMILIES
 

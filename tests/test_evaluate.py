@@ -17,7 +17,7 @@ from torch.distributions import Distribution, MultivariateNormal, Normal
 
 import varfam
 from _linear_gaussian import Identity, LinearDecoder
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.errors import VarfamError
 from varfam.evaluation.bounds import (
     active_units,

@@ -30,7 +30,7 @@ import pytest
 import torch
 
 import varfam
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.data import load_dataset
 from varfam.errors import VarfamError
 from varfam.evaluation.bounds import kl_per_dimension_mean

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import varfam
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.errors import VarfamError
 from varfam.runs.checkpoint import save_model
 from varfam.sharing.onnx import DecoderGraph, EncoderGraph, export_decoder, export_encoder

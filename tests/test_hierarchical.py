@@ -204,7 +204,7 @@ def test_an_iwae_dreg_trained_hierarchical_vae_learns() -> None:
 def test_the_cli_trains_and_evaluates_a_hierarchical_vae(tmp_path: Path, capsys) -> None:
     """The README's command on digits: the family's natural prior with a VampPrior on top,
     the pictures, and an importance-sampled log-likelihood above the ELBO."""
-    from varfam.cli.main import main
+    from varfam.cli import main
 
     out = tmp_path / "hvae"
     argv = ["train", "--data", "digits", "--limit", "300", "--epochs", "2", "--hidden", "32",

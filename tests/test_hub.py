@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import varfam
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.config import DataConfig, TrainConfig
 from varfam.errors import VarfamError
 from varfam.reporting.explore import Explorer

@@ -129,7 +129,7 @@ def test_a_second_training_of_a_busy_folder_refuses_and_sigterm_stops(tmp_path: 
 def test_resume_of_a_finished_run_refuses(
     reference: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from varfam.cli.main import main
+    from varfam.cli import main
 
     assert main(["train", "--resume", str(reference)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

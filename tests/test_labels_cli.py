@@ -23,7 +23,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import varfam.objectives.base as objective_base
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.data import load_dataset
 from varfam.data.base import SPLIT_SEED, held_out_count, split_indices
 from varfam.data.labels import labelled_indices

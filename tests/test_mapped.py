@@ -117,7 +117,7 @@ def test_random_rows_do_not_map_the_file_into_memory(tmp_path: Path) -> None:
 def test_the_commands_work_on_a_run_trained_from_a_large_file(
     tmp_path: Path, stream_everything, capsys
 ) -> None:
-    from varfam.cli.main import main
+    from varfam.cli import main
 
     path = _save(tmp_path, np.random.default_rng(3).random((400, 8, 8), dtype=np.float32))
     run = str(tmp_path / "run")

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import varfam
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.data import Dataset
 from varfam.reporting.page import read_metrics, write_report
 from varfam.reporting.pictures import manifold_grid, to_latent_support, traversal_grid

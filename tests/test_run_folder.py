@@ -13,7 +13,7 @@ import torch
 
 import varfam
 from varfam import VAE
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.config import RunConfig, TrainConfig
 from varfam.errors import VarfamError
 from varfam.runs.checkpoint import LOCK, RunLock, load_run_config, save_model

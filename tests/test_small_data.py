@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from varfam import VAE
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.reporting.pictures import interpolation_grid, pca_2d, write_run_pictures
 
 ARGS = ["--epochs", "1", "--hidden", "16", "--latent-dim", "4", "--quiet"]

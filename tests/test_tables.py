@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.data import TableDataset, load_dataset, load_table
 from varfam.data.columns import Column
 from varfam.data.tables import from_model_units, read_column_types

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.data.masks import hide
 from varfam.likelihoods.masked import MaskedLikelihood
 from varfam.nets import MaskedInput, mlp

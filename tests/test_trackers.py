@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from varfam import VarfamError
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.runs.metrics import read_metrics
 
 pytest.importorskip("tensorboard")

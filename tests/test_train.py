@@ -235,7 +235,7 @@ def test_static_binarization_of_a_streamed_array_equals_binarize_fixed(tmp_path:
 
 
 def test_the_command_line_sets_skip_nonfinite() -> None:
-    from varfam.cli.main import build_parser
+    from varfam.cli.app import build_parser
     from varfam.cli.train import _train_config_from_args
 
     args = build_parser().parse_args(["train", "--skip-nonfinite"])

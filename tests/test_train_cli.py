@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from varfam.cli.main import main
+from varfam.cli import main
 
 TINY = ["train", "--data", "digits", "--limit", "200", "--epochs", "1", "--hidden", "8",
         "--latent-dim", "2", "--quiet", "--no-report"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import varfam
-from varfam.cli.main import main
+from varfam.cli import main
 
 
 def fails(capsys: pytest.CaptureFixture, *argv: object) -> str:

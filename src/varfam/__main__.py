@@ -1,5 +1,5 @@
 """``python -m varfam`` (and ``torchrun -m varfam``) run the command-line tool."""
 
-from varfam.cli.main import main
+from varfam.cli import main
 
 raise SystemExit(main())

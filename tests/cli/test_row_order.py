@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import varfam
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.data.base import SPLIT_SEED, held_out_count, split_indices
 
 SMALL = ["--hidden", "32", "--latent-dim", "4", "--quiet", "--seed", "0"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import varfam
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.evaluation.scores import score
 
 

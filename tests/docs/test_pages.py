@@ -80,7 +80,7 @@ def test_every_page_is_in_the_site_navigation(path):
 
 
 def test_command_line_page_lists_every_command():
-    from varfam.cli.main import build_parser
+    from varfam.cli.app import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
@@ -177,7 +177,7 @@ def _shell_commands(path: Path):
 def test_shell_examples_parse(path):
     """Every ``varfam ...`` line of the pages' shell blocks parses: its command, flags and
     choices exist (nothing runs: the parser only reads the words)."""
-    from varfam.cli.main import build_parser
+    from varfam.cli.app import build_parser
 
     parser = build_parser()
     for line, argv in _shell_commands(path):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import varfam.evaluation.features as features
-from varfam.cli.main import main
+from varfam.cli import main
 from varfam.model import VAE
 from varfam.runs import save_model
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import varfam
-from varfam.cli.main import build_parser, main
+from varfam.cli.app import build_parser, main
 from varfam.cli.train import SECTIONS, config_flags
 from varfam.config import RunConfig
 

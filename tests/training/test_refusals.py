@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import varfam
-from varfam.cli.main import main
+from varfam.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,6 @@ subcommand(s); :func:`main` parses and dispatches.
 
 from __future__ import annotations
 
-from varfam.cli.main import main
+from varfam.cli.app import main
 
 __all__ = ["main"]

@@ -129,11 +129,8 @@ def train(
     objects, called before the built-in ones (display, ``metrics.jsonl``, the
     trackers named in ``config.track``).
 
-    What describes the data (its source, limits, labels kept, mask, column types) is
-    not an option here: it belongs to ``data`` (:func:`varfam.load_data` reads a
-    :class:`~varfam.config.DataConfig`; ``data.limit(n)`` cuts a loaded set), and
-    ``config.json`` records ``data.config``. :func:`train_from_config` does all of it
-    from one :class:`~varfam.config.RunConfig`, as ``varfam train`` does.
+    What describes the data belongs to ``data`` (:func:`varfam.load_data`), recorded as
+    ``data.config``; :func:`train_from_config` does it all from one RunConfig.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the model trains with
     DistributedDataParallel; ``batch_size`` is the global batch, split across
