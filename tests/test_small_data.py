@@ -68,3 +68,11 @@ def test_run_pictures_with_one_test_example(tmp_path: Path) -> None:
     model = VAE.build(data_shape=(1, 8, 8), hidden=(16,), latent_dim=3)
     written = write_run_pictures(model, torch.rand(1, 1, 8, 8), torch.tensor([2]), tmp_path)
     assert set(written) == {"reconstructions", "samples", "latent"}
+    from PIL import Image
+
+    for name, path in written.items():  # each a real picture with something drawn on it
+        with Image.open(path) as img:
+            pixels = np.asarray(img.convert("L"), dtype=np.float64)
+        assert Path(path).parent == tmp_path and pixels.std() > 0, name
+    with Image.open(written["reconstructions"]) as img:  # the one input and its decodes
+        assert img.width > img.height >= 8
