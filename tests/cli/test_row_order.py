@@ -152,3 +152,62 @@ def test_score_other_data_row_by_row(m2_run: Path, files: dict[str, Path],
     assert [int(r["index"]) for r in rows] == list(range(400))
     assert [int(r["label"]) for r in rows] == y.tolist()
     assert np.array_equal([float(r["score"]) for r in rows], expected.numpy())
+
+
+# ---------------------------------------------------------------- tables: impute, sample
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(a run conditioned on the species of iris, the CSV with holes and some labels
+    missing, its rows shuffled so that the file's order is no order the run knows)."""
+    from sklearn.datasets import load_iris
+
+    folder = tmp_path_factory.mktemp("row-order-table")
+    d = load_iris(as_frame=True)
+    frame = d.frame.drop(columns="target")
+    rng = np.random.default_rng(0)
+    for name in frame.columns:
+        frame[name] = frame[name].mask(rng.random(len(frame)) < 0.2)
+    frame["species"] = [str(d.target_names[t]) for t in d.target]
+    frame.sample(frac=1.0, random_state=0).to_csv(folder / "train.csv", index=False)
+    out = folder / "run"
+    assert main(["train", "--data", str(folder / "train.csv"), "--label-column", "species",
+                 "--condition", "label", "--epochs", "1", "--no-report", "--out", str(out),
+                 *SMALL]) == 0
+    frame = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    frame.loc[::4, "species"] = np.nan
+    frame.to_csv(folder / "new.csv", index=False)
+    return out, folder / "new.csv"
+
+
+def test_impute_rows_follow_the_file(table_run: tuple[Path, Path], tmp_path: Path) -> None:
+    import pandas as pd
+
+    from varfam.tables.imputation import impute
+
+    run, data = table_run
+    assert main(["impute", str(run), "--data", str(data), "--k", "30",
+                 "-o", str(tmp_path / "f.csv")]) == 0
+    original, filled = pd.read_csv(data), pd.read_csv(tmp_path / "f.csv")
+    expected = impute(_model(run), data, label_column="species", k=30, seed=0)
+    expected.to_csv(tmp_path / "python.csv", index=False)
+    assert filled.equals(pd.read_csv(tmp_path / "python.csv"))  # row by row, cell by cell
+    assert len(filled) == len(original) and filled.notna().all().all()
+    assert filled[original.notna()].equals(original[original.notna()])  # each row its own
+
+
+def test_sample_with_labels_writes_each_rows_class(table_run: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    import pandas as pd
+
+    from varfam.tables.imputation import sample_table
+
+    run, _ = table_run
+    assert main(["sample", str(run), "--label", "all", "-n", "3", "--seed", "2",
+                 "-o", str(tmp_path / "s.csv")]) == 0
+    y = torch.arange(3).repeat_interleave(3)
+    sample_table(_model(run), 9, y, seed=2, label_column="species").to_csv(
+        tmp_path / "python.csv", index=False)
+    rows = pd.read_csv(tmp_path / "s.csv")
+    assert rows.equals(pd.read_csv(tmp_path / "python.csv"))
+    assert rows["species"].tolist() == [c for c in ("setosa", "versicolor", "virginica")
+                                        for _ in range(3)]

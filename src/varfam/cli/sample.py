@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how many (default 64; with --label all, per class: default 8)")
     p.add_argument("--label", metavar="CLASS",
                    help="a run conditioned on labels: the class to draw (index or name), or "
-                        "'all' for a grid with one named row per class")
+                        "'all' for a grid with one named row per class (a table run: n rows "
+                        "per class)")
     p.add_argument("-o", "--output", required=True,
                    help="FILE.png (grid) or FILE.npy (array); for a table run FILE.csv, .tsv "
                         "or .parquet (synthetic rows in the original units)")
@@ -47,12 +48,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if Path(args.output).suffix.lower() in TABLE_SUFFIXES:  # synthetic rows of a table run
         from varfam.data.tables import write_frame
-        from varfam.tables.imputation import sample_table
 
         if args.sampler != "prior":
             raise VarfamError("--sampler draws images; table rows come from the prior only")
-        model, _ = open_run_for_command(args.run)
-        print(write_frame(sample_table(model, args.n, seed=args.seed), args.output))
+        model, cfg = open_run_for_command(args.run)
+        print(write_frame(_table_rows(model, cfg.data.label_column, args), args.output))
         return 0
     image_output(args.output)  # a bad output name is refused before any fitting
     model, cfg = open_run_for_command(args.run)
@@ -70,6 +70,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
     with model.evaluating(args.seed):
         _write_samples(model, args, sampler)
     return 0
+
+
+def _table_rows(model, label_column: str | None, args: argparse.Namespace):
+    """A table run's synthetic rows (a DataFrame in the table's units and levels); a run
+    conditioned on labels adds each row's class in its label column: ``--label CLASS``
+    gives n rows of that class, ``--label all`` n rows per class (default 8), no
+    ``--label`` n rows whose classes are drawn from p(y)."""
+    import torch
+
+    from varfam.tables.imputation import sample_table
+
+    y, n = None, args.n or 64
+    if args.label is not None:
+        needs_condition(model, "--label")
+        if args.label == "all":
+            per_class = args.n or 8
+            y = torch.arange(model.condition.n_classes).repeat_interleave(per_class)
+            n = len(y)
+        else:
+            y = args.label
+    return sample_table(model, n, y, seed=args.seed, label_column=label_column)
 
 
 def _write_samples(model, args: argparse.Namespace, sampler) -> None:

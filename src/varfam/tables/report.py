@@ -112,11 +112,19 @@ def correlations_figure(columns: list[Column], real: np.ndarray, fake: np.ndarra
     return fig
 
 
+def _known_labels(model: VAE, labels: Tensor | None) -> Tensor | None:
+    """The labels a run conditioned on labels reads (``None`` when it reads none, or some
+    are hidden and its classifier q(y|x) gives them)."""
+    if not model.uses_labels or labels is None or bool((labels < 0).any()) or not len(labels):
+        return None
+    return labels
+
+
 def latent_figure(model: VAE, x: Tensor, labels: Tensor | None) -> tuple[Figure, str]:
     from varfam.evaluation.bounds import latent_locations
 
     plt = _pyplot()
-    z = latent_locations(model, x)
+    z = latent_locations(model, x, y=_known_labels(model, labels))
     if z.shape[1] > 2:
         z = pca_2d(z)[0]
     elif z.shape[1] == 1:
@@ -143,11 +151,14 @@ def table_figures(model: VAE, x: Tensor, labels: Tensor | None, seed: int = 0) -
     """The marginals, correlations and latent map of ``x`` (N, C) (see the module doc), as
     :class:`~varfam.reporting.pictures.Picture` s; drawn in eval mode with torch's random
     state forked and seeded by ``seed``."""
-    from varfam.tables.imputation import table_columns
+    from varfam.tables.imputation import draw_rows, table_columns
 
     columns = table_columns(model)
+    known = _known_labels(model, labels)
     with model.evaluating(seed):
-        fake = model.decode(model.prior_distribution().sample((max(x.shape[0], 500),))).sample()
+        m = max(x.shape[0], 500)  # a run conditioned on labels: the real rows' classes
+        y = None if known is None else known[torch.randint(len(known), (m,))]
+        fake, _ = draw_rows(model, m, y)
         real, gen = x.double().cpu().numpy(), fake.double().cpu().numpy()
         latent, what = latent_figure(model, x, labels)
     n = real.shape[0]
