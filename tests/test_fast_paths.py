@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
-from varfam.families.normal import DiagonalNormal
 from varfam.likelihoods.bernoulli import BernoulliLikelihood, IndependentBernoulli
 from varfam.parts import fp32
+from varfam.parts.normal import DiagonalNormal
 
 
 def _pair(shape=(6, 4)):

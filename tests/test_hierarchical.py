@@ -28,7 +28,9 @@ from varfam.objectives import Iwae
 from varfam.registry import FAMILIES, PRIORS
 
 DT = torch.float64
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+# every run config shipped (a tuning space, configs/*-space.toml, is not one)
+CONFIGS = sorted(p for p in (Path(__file__).parent.parent / "configs").glob("*.toml")
+                 if not p.stem.endswith("-space"))
 
 
 def _family(top: int = 2, latent: int = 5, features: int = 6) -> HierarchicalGaussian:

@@ -29,7 +29,7 @@ from torch.distributions import (
 
 from varfam.errors import VarfamError
 from varfam.families.base import Family
-from varfam.families.normal import DiagonalNormal
+from varfam.parts.normal import DiagonalNormal
 from varfam.registry import FAMILIES
 
 __all__ = [

@@ -5,7 +5,7 @@ Tomczak & Welling 2018, "VAE with a VampPrior" (the HVAE of section 4): a latent
 
     q(z|x) = N(z_top; μ_t(h), diag σ_t(h)²) · N(z_bottom; μ_b(h, z_top), diag σ_b(h, z_top)²)
 
-and, in the matching prior (:mod:`varfam.priors.hierarchical`),
+and, in the matching prior (:mod:`varfam.families.hierarchical_prior`),
 ``p(z) = p(z_top) · N(z_bottom; μ(z_top), diag σ(z_top)²)``. The decoder reads the
 whole of ``z``. Both factors are exact Gaussians, so ``log_prob`` of any z is closed
 form (no inverse, unlike IAF), and ``rsample`` is ancestral and reparameterized.

@@ -9,8 +9,8 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from varfam.errors import VarfamError
-from varfam.families.normal import DiagonalNormal
 from varfam.parts import TrainingHooks
+from varfam.parts.normal import DiagonalNormal
 from varfam.registry import PRIORS
 
 __all__ = ["Prior", "StandardNormal", "Encode", "positive_int"]
