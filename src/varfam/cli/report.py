@@ -21,13 +21,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--no-record", action="store_true",
                    help="do not append the metrics to the run's metrics.jsonl")
+    g = p.add_argument_group("anomaly scores")
+    g.add_argument("--score", default="nll", metavar="METHOD",
+                   help="the score whose histogram the page shows: nll (default), elbo, recon, "
+                        "... (varfam list), or none")
+    g.add_argument("--score-k", type=positive_int, default=16, metavar="K",
+                   help="importance samples (or draws) of the score (default 16)")
+    g.add_argument("--ood-data", metavar="OTHER",
+                   help="a second dataset (name or path) whose test examples are scored too: "
+                        "the page shows both histograms and the ROC curve with its AUROC")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from varfam.errors import VarfamError
+    from varfam.registry import SCORES
     from varfam.reporting.page import write_report
 
+    score = None if args.score == "none" else args.score
+    if score is not None:
+        SCORES.get(score)  # an unknown method fails before any work
+    elif args.ood_data:
+        raise VarfamError("--ood-data is compared by a score; leave out --score none")
     path = write_report(args.run, data=args.data, iw=args.iw, limit=args.limit, seed=args.seed,
-                        record=not args.no_record)
+                        record=not args.no_record, score=score, score_k=args.score_k,
+                        ood_data=args.ood_data)
     print(path)
     return 0

@@ -175,7 +175,8 @@ def run_eval_data(cfg: RunConfig, data: str | Dataset | None = None) -> Dataset:
     if isinstance(data, str) and is_other_data(cfg, data):  # every row is measured
         rows = run_rows(cfg, data)
         ds = rows.dataset  # no held-out rows are left to fit the probe on
-        return Dataset(ds.name, rows.x[:0], rows.x, None, rows.labels, ds.classes)
+        return Dataset(ds.name, rows.x[:0], rows.x, None, rows.labels, ds.classes,
+                       test_factors=rows.factors, factor_names=ds.factor_names)
     if isinstance(data, Dataset):
         ds = data
         test = binarize_fixed(ds.test, split_seed(cfg.train.seed, "test")) if binarize else ds.test
@@ -183,7 +184,9 @@ def run_eval_data(cfg: RunConfig, data: str | Dataset | None = None) -> Dataset:
         ds = run_dataset(cfg, data)
         test, _ = run_test_data(cfg, data)
     train = binarize_fixed(ds.train, split_seed(cfg.train.seed, "train")) if binarize else ds.train
-    return Dataset(ds.name, train, test, ds.train_labels, ds.test_labels)
+    return Dataset(ds.name, train, test, ds.train_labels, ds.test_labels,
+                   train_factors=ds.train_factors, test_factors=ds.test_factors,
+                   factor_names=ds.factor_names)
 
 
 #: What a finished or started run leaves in its folder (removed by --overwrite).

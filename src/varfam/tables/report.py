@@ -9,6 +9,9 @@ and the latent map coloured by a column (instead of the image grids of image run
 - **Latent map**: the latent means of the real rows (the first two principal axes
   when D > 2), coloured by the label column if the run has one, else by the first
   column.
+- **Per-column errors** (:func:`column_errors`): each observed cell reconstructed from
+  its row's latent mean (the decoder's point value, in original units), against the
+  error of guessing the column's observed mean (or most common level).
 
 ``varfam train`` writes ``marginals.png``, ``correlations.png`` and ``latent.png``
 into a table run's folder, and ``report.html`` shows them.
@@ -32,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from varfam.model import VAE
 
-__all__ = ["is_table", "table_figures", "write_table_pictures"]
+__all__ = ["is_table", "table_figures", "write_table_pictures", "column_errors"]
 
 #: Columns shown in the marginals figure (the first ones).
 MAX_COLUMNS = 16
@@ -183,3 +186,41 @@ def write_table_pictures(model: VAE, x: Tensor, labels: Tensor | None, run_dir: 
                          seed: int = 0) -> dict[str, Path]:
     """Write marginals.png, correlations.png and latent.png of a table run into ``run_dir``."""
     return write_pictures(table_figures(model, x, labels, seed), run_dir)
+
+
+@torch.no_grad()
+def column_errors(model: VAE, x: Tensor, seed: int = 0,
+                  labels: Tensor | None = None) -> list[dict[str, Any]]:
+    """Per column of ``x`` (N, C) (model units, NaN = missing): how well the observed cells
+    are reconstructed from their row's latent mean. Returns one dict per column: ``column``,
+    ``type``, ``observed`` (cells), ``measure`` (``"RMSE"`` in original units for numbers
+    and counts, ``"error rate"`` for levels), ``error`` (the reconstruction's) and
+    ``baseline`` (guessing the observed mean, or the most common level). ``labels`` (N,):
+    the rows' labels, for a run conditioned on labels (M2 without them: q(y|x)'s class)."""
+    from varfam.evaluation.bounds import latent_locations
+    from varfam.tables.imputation import table_columns
+
+    columns = table_columns(model)
+    with model.evaluating(seed):
+        y = model.labels_of(x.to(model.device), _known_labels(model, labels)) \
+            if model.uses_labels else None
+        z = latent_locations(model, x, y=y)
+        point = model.decode(z.to(model.device), y).mean.double().cpu().numpy()
+    real = x.double().cpu().numpy()
+    out = []
+    for j, col in enumerate(columns):
+        seen = ~np.isnan(real[:, j])
+        truth, guess = _values(real[seen, j], col), _values(point[seen, j], col)
+        row: dict[str, Any] = {"column": col.name, "type": col.type, "observed": int(seen.sum())}
+        if not seen.any():
+            out.append({**row, "measure": "–", "error": None, "baseline": None})
+        elif col.type in DISCRETE_LEVELS:
+            common = np.bincount(truth.astype(int)).max() / len(truth)
+            out.append({**row, "measure": "error rate",
+                        "error": float(np.mean(np.round(guess) != truth)),
+                        "baseline": float(1 - common)})
+        else:
+            out.append({**row, "measure": "RMSE",
+                        "error": float(np.sqrt(np.mean((guess - truth) ** 2))),
+                        "baseline": float(np.std(truth))})
+    return out
