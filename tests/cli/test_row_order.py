@@ -154,6 +154,25 @@ def test_score_other_data_row_by_row(m2_run: Path, files: dict[str, Path],
     assert np.array_equal([float(r["score"]) for r in rows], expected.numpy())
 
 
+# ---------------------------------------------------------------- other data is used whole
+def test_eval_and_reconstruct_use_every_row_of_other_data(m2_run: Path, files: dict[str, Path],
+                                                          tmp_path: Path, capsys) -> None:
+    import json
+
+    capsys.readouterr()
+    assert main(["eval", str(m2_run), "--data", str(files["new"]), "--iw", "2", "--json",
+                 "--no-record"]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert m["n"] == 400  # every row, not the 40 of a seeded test split
+    x, _ = _rows(files["new"])
+    assert main(["reconstruct", str(m2_run), "--data", str(files["new"]), "-n", "3",
+                 "--draws", "1", "-o", str(tmp_path / "r.npy")]) == 0
+    inputs = np.load(tmp_path / "r.npy")[::2]  # rows of [input, reconstruction]
+    assert np.array_equal(inputs, x[:3].numpy())  # its first rows
+    assert main(["eval", str(m2_run), "--iw", "2", "--json", "--no-record"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 100
+
+
 # ---------------------------------------------------------------- tables: impute, sample
 @pytest.fixture(scope="module")
 def table_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
