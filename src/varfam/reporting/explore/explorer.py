@@ -14,7 +14,9 @@ answers the page's questions with plain JSON-ready dictionaries (the HTTP layer 
   where q and p factorize (:func:`varfam.evaluation.bounds.kl_per_dimension_mean`), else by
   the variance of the latent means;
 - the interpolation strip between two test examples
-  (:func:`varfam.reporting.pictures.interpolation_grid`) and draws from the prior;
+  (:func:`varfam.reporting.pictures.interpolation_grid`), and draws from the prior or
+  from a sampler fitted after training (the page's sampler picker: ``prior`` and the
+  samplers kept in ``RUN/samplers/``, :mod:`varfam.samplers`);
 - for a model conditioned on labels, the class every code is decoded with (the
   page's class picker): test examples are encoded with their own labels, a decode
   or a prior draw uses the class asked for (``label``, an index or a name; by default
@@ -57,6 +59,7 @@ from varfam.reporting.pictures import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from varfam.model import VAE
+    from varfam.samplers.base import Sampler
 
 __all__ = ["Explorer", "image_payload", "rgba_pixels"]
 
@@ -115,7 +118,8 @@ class Explorer:
     """A trained model and its test set, answering the explorer page's requests.
 
     ``x``: test inputs (N, *data_shape); ``labels``: (N,) integers or ``None``;
-    ``classes``: the name of each label value, where known. All requests are
+    ``classes``: the name of each label value, where known; ``samplers``: fitted
+    samplers by name, which a draw may use instead of the prior. All requests are
     serialized by a lock (the server answers from several threads).
     """
 
@@ -128,6 +132,7 @@ class Explorer:
         classes: tuple[str, ...] | None = None,
         name: str = "run",
         seed: int = 0,
+        samplers: dict[str, Sampler] | None = None,
     ) -> None:
         if x.shape[0] < 1:
             raise VarfamError("the explorer needs at least one test example")
@@ -138,6 +143,8 @@ class Explorer:
         self.classes = model.condition.names if model.uses_labels else classes
         self.name = name
         self.seed = seed
+        #: what a draw takes z from: the prior (None), or a fitted sampler
+        self.samplers: dict[str, Sampler | None] = {"prior": None, **(samplers or {})}
         self.support = getattr(model.family, "latent_support", "real")
         self._lock = threading.Lock()
         self._draws = 0
@@ -155,16 +162,20 @@ class Explorer:
     # ---------------------------------------------------------------- set-up
     @classmethod
     def from_run(cls, run: str | Path, limit: int | None = None) -> Explorer:
-        """Open a run folder (a :class:`VarfamError` if it is not one) and its test data."""
+        """Open a run folder (a :class:`VarfamError` if it is not one), its test data and
+        the samplers fitted in ``RUN/samplers/`` (those fitted on other weights left out)."""
+        from varfam.reporting.sampling import fitted_samplers
         from varfam.runs.folder import open_run, run_dataset, run_test_data
 
         model, cfg = open_run(run)
+        samplers, _ = fitted_samplers(run, model)
         x, labels = run_test_data(cfg)
         classes = run_dataset(cfg).classes
         if limit is not None:
             x = x[:limit]
             labels = None if labels is None else labels[:limit]
-        return cls(model, x, labels, classes=classes, name=str(run), seed=cfg.train.seed)
+        return cls(model, x, labels, classes=classes, name=str(run), seed=cfg.train.seed,
+                   samplers=samplers)
 
     @property
     def latent_dim(self) -> int:
@@ -235,6 +246,7 @@ class Explorer:
             "condition": None if self.condition is None else {
                 "classes": list(self.classes), "label": self.default_label,
             },
+            "samplers": list(self.samplers),
         }
 
     def map(self) -> dict[str, Any]:
@@ -307,19 +319,30 @@ class Explorer:
             code = self.lift(_floats(point, "point", 2))
         return self._code_answer(to_latent_support(code, self.support), self._label(label))
 
-    def sample(self, seed: Any = None, label: Any = None) -> dict[str, Any]:
+    def sample(self, seed: Any = None, label: Any = None, sampler: Any = None) -> dict[str, Any]:
         """One draw ``z ~ p(z)`` (``p(z|y)`` with class ``label`` for a model conditioned on
-        labels; seeded, the seed is returned) and its decoded image."""
+        labels), or from the fitted ``sampler`` named (default ``prior``), seeded (the seed
+        is returned), and its decoded image. A fitted sampler's z serves every class: the
+        class only changes the decoding."""
         if seed is None:
             with self._lock:
                 seed, self._draws = self.seed * 1_000_003 + self._draws, self._draws + 1
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise VarfamError("seed must be a non-negative integer")
+        name = "prior" if sampler is None else sampler
+        if name not in self.samplers:
+            raise VarfamError(f"sampler must be one of {', '.join(self.samplers)}; fit another "
+                              "with varfam sample RUN --sampler NAME")
         y = self._label(label)
         with self._lock, torch.no_grad(), self.model.evaluating(seed):
-            p = self.model.prior_distribution(None if y is None else [y])
-            z = p.sample().float().cpu().reshape(-1)
-        return self._code_answer(z, y, seed=seed)
+            fitted = self.samplers[name]
+            if fitted is None:
+                p = self.model.prior_distribution(None if y is None else [y])
+                z = p.sample().float().cpu().reshape(-1)
+            else:
+                labels = None if y is None else torch.tensor([y], device=self.model.device)
+                z = fitted.sample(1, labels).float().cpu().reshape(-1)
+        return self._code_answer(z, y, seed=seed, sampler=name)
 
     def example(self, index: Any) -> dict[str, Any]:
         """Test example ``index``: its image, label, latent mean and the decode of that mean

@@ -10,7 +10,8 @@ GET    ``/api/map``         the test set's latent means on the map, labels, PCA 
 GET    ``/api/example?index=I``  test example I: input, latent mean and its decode
 POST   ``/api/decode``      ``{"z": [D numbers]}`` or ``{"point": [u, v]}`` → code and image
 POST   ``/api/interpolate`` ``{"a": I, "b": J, "steps": 10}`` → the decoded strip
-POST   ``/api/sample``      ``{"seed": S}`` (optional) → a prior draw and its image
+POST   ``/api/sample``      ``{"seed": S, "sampler": "gmm"}`` (both optional) → a draw
+                            from the prior (or the sampler named) and its image
 ====== ==================== ==========================================================
 
 For a run conditioned on labels, ``/api/decode`` and ``/api/sample`` also take
@@ -135,7 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                label=b.get("label")),
             "/api/interpolate": lambda b: ex.interpolate(b.get("a"), b.get("b"),
                                                          b.get("steps", 10)),
-            "/api/sample": lambda b: ex.sample(b.get("seed"), b.get("label")),
+            "/api/sample": lambda b: ex.sample(b.get("seed"), b.get("label"), b.get("sampler")),
         }
         if path not in routes:
             self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")

@@ -1,4 +1,5 @@
-// varfam explorer page: latent map, decoded image, sliders, interpolation, prior samples.
+// varfam explorer page: latent map, decoded image, sliders, interpolation, samples (prior or a
+// fitted sampler).
 // Plain JavaScript against the JSON API of varfam.explore.server; no external assets.
 "use strict";
 
@@ -266,8 +267,10 @@ function showCode(answer) {
     figure.hidden = true;
   }
   const cls = state.info.condition ? `, class ${state.info.condition.classes[answer.label]}` : "";
+  const source = answer.sampler === "prior" || answer.sampler === undefined ? "prior"
+    : `${answer.sampler} sampler`;
   $("decoded-caption").textContent = (answer.seed === undefined ? "decoded mean"
-    : `prior draw (seed ${answer.seed})`) + cls;
+    : `${source} draw (seed ${answer.seed})`) + cls;
   for (const row of state.info.dims) {
     const slider = $(`z${row.index}`);
     slider.value = answer.z[row.index];
@@ -321,6 +324,14 @@ function buildPicker() {
   picker.replaceChildren(...condition.classes.map((name, k) => new Option(name, String(k))));
   picker.value = String(condition.label);
   state.label = condition.label;
+}
+
+// What a draw takes z from: the prior, or a sampler fitted after training.
+function buildSamplerPicker() {
+  const picker = $("sampler-picker");
+  const names = state.info.samplers || ["prior"];
+  picker.replaceChildren(...names.map((name) => new Option(name, name)));
+  picker.value = names[0];
 }
 
 // ------------------------------------------------------------------ interpolation
@@ -377,7 +388,8 @@ function wire() {
   const stop = () => { dragging = false; };
   canvas.addEventListener("pointerup", stop);
   canvas.addEventListener("pointercancel", stop);
-  $("sample").addEventListener("click", () => requestCode("/api/sample", {}));
+  $("sample").addEventListener("click",
+    () => requestCode("/api/sample", { sampler: $("sampler-picker").value }));
   $("goto").addEventListener("click", () => {
     requestCode(`/api/example?index=${encodeURIComponent($("example-index").value)}`);
   });
@@ -408,6 +420,7 @@ async function main() {
   setupMap();
   buildSliders();
   buildPicker();
+  buildSamplerPicker();
   wire();
   requestCode("/api/decode", { z: info.start });
   state.ready = true;
