@@ -51,13 +51,14 @@ _EXPORTS = {
     "impute": ("varfam.tables", "impute"),
     "sample_table": ("varfam.tables", "sample_table"),
     "imputation_errors": ("varfam.tables", "imputation_errors"),
+    "tune": ("varfam.integrations.tune", "tune"),
 }
 __all__ = [
     "VAE", "ModelConfig", "DataConfig", "TrainConfig", "RunConfig", "Dataset", "load_dataset",
     "load_data", "train", "train_from_config", "TrainResult", "TrainState", "Callback",
     "TrainingRun", "load", "save", "evaluate_elbo", "evaluate", "VarfamError",
     "ALL_REGISTRIES", "load_table", "Table", "TableDataset", "impute", "sample_table",
-    "imputation_errors", "score", "__version__",
+    "imputation_errors", "score", "tune", "__version__",
 ]
 
 
@@ -86,6 +87,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from varfam.errors import VarfamError
     from varfam.evaluation import evaluate, evaluate_elbo
     from varfam.evaluation.scores import score
+    from varfam.integrations.tune import tune
     from varfam.model import VAE
     from varfam.registry import ALL_REGISTRIES
     from varfam.runs import load_model as load

@@ -27,6 +27,7 @@ from varfam.cli import (
     share,
     tables,
     train,
+    tune,
 )
 from varfam.cli.common import Parser
 from varfam.errors import VarfamError
@@ -35,7 +36,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: The subcommand modules; each adds its parser(s) with ``register(subparsers)``.
 COMMANDS = (train, sample, reconstruct, interpolate, encode, decode, listing, evaluate,
-            score, compare, report, explore, classify, tables, share)
+            score, compare, report, explore, classify, tables, share, tune)
 
 
 def build_parser() -> argparse.ArgumentParser:
