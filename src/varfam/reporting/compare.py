@@ -46,6 +46,23 @@ def _with_options(name: str, options: dict[str, Any]) -> str:
     return f"{name} ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
 
 
+def _likelihood(name: str, options: dict[str, Any]) -> str:
+    """The likelihood as a comparison shows it: a table's columns as their number, other
+    list-valued options left out."""
+    columns = options.get("columns")
+    shown = _with_options(name, {k: v for k, v in options.items() if not isinstance(v, list)})
+    if not isinstance(columns, list):
+        return shown
+    rest = shown[len(name) + 2:-1] if shown != name else ""
+    return f"{name} ({len(columns)} columns{', ' + rest if rest else ''})"
+
+
+def _latest(lines: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The latest line that has a value for ``key`` (``{}`` if none has): a later
+    ``varfam eval --iw 0`` (no log p(x)) does not hide an earlier log p(x)."""
+    return next((r for r in reversed(lines) if r.get(key) is not None), {})
+
+
 def _best_sampler(evals: list[dict[str, Any]]) -> dict[str, Any]:
     """The sample-quality numbers of the sampler with the lowest FD (not the floor)."""
     lines = [r for name, r in latest_quality(evals).items()
@@ -58,13 +75,14 @@ def _best_sampler(evals: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_summary(run_dir: str | Path) -> dict[str, Any]:
-    """Key configuration and metrics of a run: its last test ELBO, its latest bounds (the
-    latest eval line that measured them), its best sampler's sample quality and its
-    disentanglement metrics (``None`` where not measured)."""
+    """Key configuration and metrics of a run: its last test ELBO, its latest bounds (each
+    number from the latest eval line that measured it: log p(x) with its K, n and gap
+    from one line), its best sampler's sample quality and its disentanglement metrics
+    (``None`` where not measured)."""
     cfg = load_run_config(run_dir)
     epochs, evals = read_metrics(run_dir)
     bounds = [r for r in evals if "elbo" in r]  # not the samples or factors lines
-    last, ev = (epochs[-1] if epochs else {}), (bounds[-1] if bounds else {})
+    last, ev = (epochs[-1] if epochs else {}), _latest(bounds, "log_likelihood")
     scored = [r for r in epochs if "test_elbo" in r]  # with eval_every > 1 not every epoch
     secs = [r["epoch_seconds"] for r in epochs if "epoch_seconds" in r]
     factors = latest_factor_line(evals) or {}
@@ -72,8 +90,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "run": str(run_dir),
         "family": _with_options(cfg.model.family, cfg.model.family_options),
         "prior": _with_options(cfg.model.prior or "", cfg.model.prior_options),
-        "likelihood": _with_options(cfg.model.likelihood or "", {
-            k: v for k, v in cfg.model.likelihood_options.items() if not isinstance(v, list)}),
+        "likelihood": _likelihood(cfg.model.likelihood or "", cfg.model.likelihood_options),
         "objective": (_with_options(cfg.train.objective, cfg.train.objective_options)
                       if cfg.train_recorded else None),  # a model saved without training
         "latent_dim": cfg.model.latent_dim,
@@ -84,9 +101,9 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "iw": ev.get("iw"),
         "eval_n": ev.get("n"),
         "inference_gap": ev.get("inference_gap"),
-        "active_units": ev.get("active_units"),
-        "probe_accuracy": ev.get("probe_accuracy"),
-        "accuracy": ev.get("accuracy"),
+        "active_units": _latest(bounds, "active_units").get("active_units"),
+        "probe_accuracy": _latest(bounds, "probe_accuracy").get("probe_accuracy"),
+        "accuracy": _latest(bounds, "accuracy").get("accuracy"),
         "seconds_per_epoch": sum(secs) / len(secs) if secs else None,
         **{k: None for k in ("sampler", "fd", "kid", "precision", "recall")},
         **_best_sampler(evals),
