@@ -198,10 +198,12 @@ def _best_cells(summaries: list[dict[str, Any]],
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"section.key": value}``, a part's options one level further (``section.key.option``;
+    empty ones left out)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and not prefix.count("."):
+        if isinstance(v, dict) and prefix.count(".") < 2:
             out.update(_flat(v, key + "."))
         else:
             out[key] = v
@@ -247,6 +249,16 @@ def _sample_picture(run: str | Path) -> tuple[bytes | None, str]:
         return None, f"no samples: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
 
 
+def _html_table(summaries: list[dict[str, Any]], columns: list[tuple[str, str, int, int]],
+                cls: str) -> str:
+    rows = [[_cell(s, key, digits if digits else 2) for key, _, digits, _ in columns]
+            for s in summaries]
+    numeric = [bool(better) or key in ("latent_dim", "epochs", "iw", "active_units")
+               for key, _, _, better in columns]
+    return cell_table(rows, header=[c[1] for c in columns], numeric=numeric,
+                      best=_best_cells(summaries, columns), cls=cls)
+
+
 def comparison_page(run_dirs: list[str | Path]) -> str:
     """One self-contained HTML page comparing the runs (see the module doc)."""
     from varfam.reporting.pictures import Picture
@@ -255,13 +267,16 @@ def comparison_page(run_dirs: list[str | Path]) -> str:
     names = [_name(r, run_dirs) for r in run_dirs]
     for s, name in zip(summaries, names):
         s["run"] = name
+        s["model"] = " · ".join(str(s[k]) for k in ("family", "prior", "likelihood",
+                                                    "objective") if s.get(k))
     columns = _columns(summaries)
-    rows = [[_cell(s, key, digits if digits else 2) for key, _, digits, _ in columns]
-            for s in summaries]
-    numeric = [bool(better) or key in ("latent_dim", "epochs", "iw", "active_units")
-               for key, _, _, better in columns]
-    table = cell_table(rows, header=[c[1] for c in columns], numeric=numeric,
-                       best=_best_cells(summaries, columns))
+    parts = ("family", "prior", "likelihood", "objective")
+    main = [("run", "run", 0, 0), ("model", "family · prior · likelihood · objective", 0, 0)] + [
+        c for c in columns if c[0] not in parts + ("run",) and c not in OPTIONAL_COLUMNS[1:]]
+    more = [("run", "run", 0, 0)] + [c for c in columns if c in OPTIONAL_COLUMNS[1:]]
+    table = _html_table(summaries, main, "bounds")
+    if len(more) > 1:  # sample quality, disentanglement: a second table, not a wider one
+        table += "<h3>Samples and disentanglement</h3>" + _html_table(summaries, more, "quality")
     note = ('<p class="note">Best of each column marked ★ (higher test ELBO, log p(x), '
             "accuracies, precision, recall and disentanglement scores; lower gap, seconds, FD "
             "and KID). log p(x) is each run's latest <code>varfam eval</code> or "
