@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 __all__ = ["register"]
 
@@ -63,7 +64,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if path.suffix == ".npy":
         np.save(path, pred.numpy())
     elif path.suffix == ".npz":
-        extra = {} if true is None else {"true": true.numpy()}
+        extra: dict[str, Any] = {} if true is None else {"true": true.numpy()}
         np.savez(path, labels=pred.numpy(), probs=probs.numpy(), classes=np.array(names),
                  index=rows.index.numpy(), **extra)
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from varfam.cli.common import data_labels, open_run_for_command
 from varfam.errors import VarfamError
@@ -51,7 +52,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     loc, scale = torch.cat(locs).numpy(), torch.cat(scales).numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".npz":
-        extra = {} if rows.labels is None else {"labels": rows.labels.numpy()}
+        extra: dict[str, Any] = {} if rows.labels is None else {"labels": rows.labels.numpy()}
         if rows.factors is not None:
             extra["factors"] = rows.factors.numpy()
             if rows.dataset.factor_names is not None:

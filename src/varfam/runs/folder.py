@@ -122,7 +122,7 @@ def run_rows(cfg: RunConfig, data: str | None = None, split: str | None = None, 
     if split not in SPLITS:
         raise VarfamError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     ds = run_dataset(cfg, data)
-    parts = [p for p in ("train", "test") if split in ("all", p)]
+    parts: list[Split] = [p for p in ("train", "test") if split in ("all", p)]
     xs = [scored_inputs(ds, cfg.train, p) for p in parts]
     x = torch.cat([v if isinstance(v, Tensor) else v[:] for v in xs])  # a large file: read
     labels = _joined([getattr(ds, f"{p}_labels") for p in parts])

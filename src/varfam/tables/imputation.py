@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from varfam.model import VAE
+    from varfam.nets.conditioning import LabelCondition
 
 __all__ = [
     "impute",
@@ -114,8 +115,14 @@ def as_table(model: VAE, data: Any, label_column: str | None = None) -> Table:
     table = load_table(data, columns=[c.to_dict() for c in columns], name=name)
     table.label_column = label_column  # a missing label is summed out, not refused
     table.labels = table_labels(model, data, label_column)
-    table.classes = model.condition.names
+    table.classes = _condition(model).names
     return table
+
+
+def _condition(model: VAE) -> LabelCondition:
+    """The label side of a model conditioned on labels (callers have checked it is)."""
+    assert model.condition is not None
+    return model.condition
 
 
 def table_labels(model: VAE, frame: Any, label_column: str | None) -> Tensor | None:
@@ -131,7 +138,7 @@ def table_labels(model: VAE, frame: Any, label_column: str | None) -> Tensor | N
     n = len(frame)
     if label_column is None or label_column not in frame.columns:
         return torch.full((n,), HIDDEN, dtype=torch.long)
-    names = model.condition.names
+    names = _condition(model).names
     index = {level_key(v): i for i, v in enumerate(names)}
     out = torch.full((n,), HIDDEN, dtype=torch.long)
     for r, v in enumerate(frame[label_column].tolist()):
@@ -197,7 +204,7 @@ def conditional_predictions(
     labels = None
     if model.uses_labels:
         labels = torch.full((x.shape[0],), HIDDEN, dtype=torch.long) if y is None \
-            else model.condition.labels(y).cpu()
+            else _condition(model).labels(y).cpu()
         if labels.shape[0] != x.shape[0]:
             raise VarfamError(f"{labels.shape[0]} labels were given for {x.shape[0]} rows")
     with model.evaluating(seed):
@@ -261,7 +268,7 @@ def _rows(model: VAE, columns: list[Column], x: Tensor, k: int, draws: int,
     if hidden.numel():
         per_class = [_estimates(model, x[hidden], k, draws,
                                 torch.full((hidden.numel(),), c, device=y.device))
-                     for c in range(model.condition.n_classes)]
+                     for c in range(_condition(model).n_classes)]
         parts.append((hidden, _summed_out(per_class, draws)))
     if len(parts) == 1 and parts[0][0].numel() == x.shape[0]:
         return parts[0][1]
@@ -289,7 +296,7 @@ def _estimates(model: VAE, x: Tensor, k: int, draws: int, y: Tensor | None) -> _
             mean = (w[..., None] * f.dist.mean.double().view(k, b, -1)).sum(0)
             stats.update({j: mean[:, i] for i, j in enumerate(idx)})
     classes = None if y is None else \
-        torch.nn.functional.one_hot(y, model.condition.n_classes).double()
+        torch.nn.functional.one_hot(y, _condition(model).n_classes).double()
     if not draws:
         return _Estimates(stats, ll, x.new_zeros(0, b, x.shape[1]), classes,
                           None if y is None else y.new_zeros(0, b))
@@ -330,9 +337,11 @@ def _scattered(parts: list[tuple[Tensor, _Estimates]], n: int) -> _Estimates:
     stats = {j: first.stats[j].new_zeros((n, *first.stats[j].shape[1:])) for j in first.stats}
     ll = first.ll.new_zeros(n)
     sir = first.sir.new_zeros((first.sir.shape[0], n, *first.sir.shape[2:]))
-    classes = first.classes.new_zeros((n, first.classes.shape[1]))  # type: ignore[union-attr]
-    picked = first.sir_classes.new_zeros((sir.shape[0], n))  # type: ignore[union-attr]
+    assert first.classes is not None and first.sir_classes is not None  # rows with labels
+    classes = first.classes.new_zeros((n, first.classes.shape[1]))
+    picked = first.sir_classes.new_zeros((sir.shape[0], n))
     for index, e in parts:
+        assert e.classes is not None and e.sir_classes is not None
         for j in stats:
             stats[j][index] = e.stats[j]
         ll[index] = e.ll
@@ -457,7 +466,7 @@ def _fill_labels(out: pd.DataFrame, table: Table, model: VAE, classes: Any) -> p
         numeric = pandas().api.types.is_numeric_dtype(out[column])
         values = out[column].astype(object).tolist()
         for r in rows:
-            name = model.condition.names[int(classes[r])]
+            name = _condition(model).names[int(classes[r])]
             values[r] = float(name) if numeric and _is_float(name) else name
         out[column] = values
     return out
@@ -501,7 +510,7 @@ def sample_table(model: VAE, n: int, y: Any = None, *, seed: int | None = 0,
         x, labels = draw_rows(model, n, y)
     frame = from_model_units(x, columns)
     if labels is not None:
-        frame[label_column or "label"] = [model.condition.names[int(c)] for c in labels]
+        frame[label_column or "label"] = [_condition(model).names[int(c)] for c in labels]
     return frame
 
 
@@ -516,7 +525,7 @@ def draw_rows(model: VAE, n: int, y: Any = None) -> tuple[Tensor, Tensor | None]
                               "class; leave the label (--label) out")
         return model.decode(model.prior_distribution().sample((n,))).sample(), None
     if y is None:
-        y = torch.randint(model.condition.n_classes, (n,), device=model.device)
+        y = torch.randint(_condition(model).n_classes, (n,), device=model.device)
     labels = model.labels(y, n)
     p = model.prior_distribution(labels)
     z = p.sample() if p.batch_shape == (n,) else p.sample((n,))
