@@ -205,19 +205,14 @@ def sample_quality(reference: Tensor, candidate: Tensor, *, k: int = 3, kid_subs
 def draw_samples(model: VAE, n: int, sampler: Sampler | None = None, *, seed: int = 0,
                  batch_size: int = 1000) -> Tensor:
     """``n`` samples of ``model`` (n, *data_shape) on the CPU, decoded means, drawn with
-    ``sampler`` (the prior when None) under torch's CPU generator seeded by ``seed``.
+    ``sampler`` (the prior when None) in eval mode, torch's random state forked and
+    seeded by ``seed`` (:meth:`~varfam.model.VAE.evaluating`).
 
     A model conditioned on labels draws its classes uniformly.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            parts = [model.sample(min(batch_size, n - start), sampler=sampler).cpu()
-                     for start in range(0, n, batch_size)]
-    finally:
-        model.train(was_training)
+    with model.evaluating(seed):
+        parts = [model.sample(min(batch_size, n - start), sampler=sampler).cpu()
+                 for start in range(0, n, batch_size)]
     return torch.cat(parts)
 
 
@@ -283,9 +278,7 @@ def run_sample_quality(
     for name in samplers:
         SAMPLERS.get(name)  # an unknown name is refused before any work
     ds = run_dataset(cfg)
-    if tuple(ds.data_shape) != tuple(model.data_shape):
-        raise VarfamError(f"the run's data of shape {tuple(ds.data_shape)} does not fit its "
-                          f"model's {tuple(model.data_shape)}")
+    model.check_data(ds, "the run's data")
     features = feature_extractor(ds.train, ds.train_labels, test=ds.test,
                                  test_labels=ds.test_labels)
     fitted = {name: run_sampler(run_dir, model, cfg, name, refit=refit) for name in samplers}

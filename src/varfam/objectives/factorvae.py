@@ -198,7 +198,7 @@ def _known_labels(model: VAE, x: Tensor, y: Tensor | None) -> Tensor | None:
     """The labels to encode ``x`` with: ``y``, with hidden ones (-1) filled in by q(y|x)."""
     if not model.uses_labels:
         return None
-    if y is None or model.condition.classifier is None:
+    if y is None or not model.has_classifier:
         return model.labels_of(x, y)
     y = y.to(x.device)
     guess = model.classify(x).logits.argmax(-1)

@@ -32,8 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -53,7 +52,6 @@ __all__ = [
     "model_fingerprint",
     "fit_by_adam",
     "check_serves",
-    "seeded",
 ]
 
 #: Version of the JSON beside a saved sampler's tensors.
@@ -119,7 +117,7 @@ class Sampler(nn.Module):
             return self
         if x is None or len(x) < 2:
             raise VarfamError(f"sampler '{self.name}' needs at least 2 examples to fit on")
-        with seeded(self.seed):
+        with model.evaluating(self.seed):
             z = encoder_latents(model, x, y, self.fit_on, batch_size)
             if not torch.isfinite(z).all():
                 raise VarfamError(
@@ -199,24 +197,6 @@ def check_serves(sampler: Sampler, model: VAE) -> None:
         )
 
 
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run the block with torch's CPU generator seeded by ``seed``, then restore it."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 @torch.no_grad()
 def encoder_latents(model: VAE, x: Tensor, y: Tensor | None = None, fit_on: str = "mean",
                     batch_size: int = 1024) -> Tensor:
@@ -226,7 +206,7 @@ def encoder_latents(model: VAE, x: Tensor, y: Tensor | None = None, fit_on: str 
     on its own device, ``batch_size`` examples at a time.
     """
     out = []
-    with _eval_mode(model):
+    with model.evaluating():
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size].to(model.device)
             yb = None if y is None else y[start:start + batch_size].to(model.device)

@@ -41,7 +41,7 @@ def log_likelihood(model: VAE, x: Tensor, y: Tensor | None, k: int, *, memory_mb
     is summed out exactly (:func:`~varfam.evaluation.bounds.marginal_importance_sampling`).
     """
     if model.uses_labels and y is None:
-        if model.condition.classifier is None:
+        if not model.has_classifier:
             raise VarfamError(
                 "this model is conditioned on labels: give the rows' labels (y) to score them"
             )

@@ -139,8 +139,7 @@ def fit_background(model: VAE, train: Any, *, kind: str = "auto", rate: float = 
     g = torch.Generator().manual_seed(seed)
     noisy = x if kind == "local" else perturb(x, float(rate), g)
     if kind == "local":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with model.evaluating(seed):
             background = VAE.build(
                 data_shape=model.data_shape, arch="mlp", hidden=(32,), latent_dim=2,
                 likelihood="autoregressive-bernoulli", likelihood_options={"kernel": 5},
@@ -150,8 +149,7 @@ def fit_background(model: VAE, train: Any, *, kind: str = "auto", rate: float = 
     else:
         if model.config is None:
             raise VarfamError("init='fresh' needs a model built from a config; use init='copy'")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with model.evaluating(seed):
             background = VAE.build(copy.deepcopy(model.config)).to(model.device)
     held = noisy[: max(1, min(256, noisy.shape[0] // 10))]
     data = Dataset("background", noisy, held)
@@ -215,13 +213,9 @@ class LikelihoodRatio(Score):
 
     def compute(self, model: VAE, x: Tensor, y: Tensor | None) -> Tensor:
         bg = self.background_model(model)
-        was_training = bg.training
-        bg.eval()
-        try:
+        with bg.evaluating():
             own = log_likelihood(model, x, y, self.k, memory_mb=self.memory_mb, seed=self.seed)
             if bg is model:
                 return own - own
             other = log_likelihood(bg, x, y, self.k, memory_mb=self.memory_mb, seed=self.seed)
-        finally:
-            bg.train(was_training)
         return other - own

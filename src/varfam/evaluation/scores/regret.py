@@ -63,8 +63,7 @@ def _block_regret(model: VAE, x: Tensor, steps: int, lr: float, samples: int, dr
     p = model.prior_distribution()
     with torch.no_grad():
         h0 = model.features(x).detach()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with model.evaluating(seed):
             before = _elbo(model, h0, x, p, samples)
     h = h0.clone().requires_grad_(True)
     opt = torch.optim.Adam([h], lr=lr)
@@ -73,8 +72,7 @@ def _block_regret(model: VAE, x: Tensor, steps: int, lr: float, samples: int, dr
         (grad,) = torch.autograd.grad(loss, [h])
         h.grad = grad
         opt.step()
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.no_grad(), model.evaluating(seed):
         after = _elbo(model, h.detach(), x, p, samples)
     # the best encoding is at least as good as the start: a step that lost ELBO gains 0
     return (after - before).clamp_min(0).double().cpu()
