@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from varfam.errors import VarfamError
-from varfam.nets import MLPDecoder, _mlp
+from varfam.nets.base import linear_relu
+from varfam.nets.dense import MLPDecoder
 from varfam.registry import ARCHITECTURES
 
 __all__ = ["TabularEncoder", "tabular"]
@@ -70,7 +71,7 @@ class TabularEncoder(nn.Module):
             self.register_buffer(name, torch.tensor(idx, dtype=torch.long), persistent=False)
             self.coded.append((name, k))
         width = len(numeric) + sum(k * len(getattr(self, b)) for b, k in self.coded) + n
-        self.net = _mlp([width, *hidden])
+        self.net = linear_relu([width, *hidden])
         self.feature_dim = hidden[-1]
 
     def features(self, x: Tensor) -> Tensor:
