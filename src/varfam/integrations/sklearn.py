@@ -1,8 +1,29 @@
 """scikit-learn estimators over varfam: thin adapters over the Python API, not second copies.
 
-:class:`VAEOutlierDetector` is an outlier detector with scikit-learn's API (as
-``IsolationForest``): ``fit`` trains a varfam VAE on the rows of a table with
-:func:`varfam.train`, and the anomaly score of a row is one of the registered scores
+- :class:`VAEOutlierDetector`: outlier detection (as ``IsolationForest``) with a
+  registered anomaly score;
+- :class:`VAEImputer`: missing values filled by MIWAE (as ``IterativeImputer``): the
+  ``iwae`` objective with the ``mixed`` (or ``masked``) likelihood, which leaves NaN cells
+  out, and the self-normalized importance-sampled conditional means of
+  :func:`varfam.tables.imputation.conditional_predictions` (draws of them for multiple imputation);
+- :class:`VAETransformer`: the latent means as features (``transform``), the decoded
+  means (``inverse_transform``), the importance-sampled log p(x) (``score_samples``)
+  and new rows (``sample``).
+
+All three train with :func:`varfam.train` and take the config's options (``family``,
+``prior``, ``likelihood``, ``objective``, ``epochs`` …). The imputer and the transformer
+save to a folder with ``est.save(path)`` (a varfam run folder written by
+:func:`varfam.save`, which :func:`varfam.load` and the command line read, plus
+``estimator.json``) and load with ``VAEImputer.load(path)``. They also pickle, so that
+``joblib.dump``, ``GridSearchCV(n_jobs=…)`` and scikit-learn's persistence work: the
+model is pickled as the bytes of the files :func:`varfam.save` writes (safetensors and
+JSON), never as torch modules, so a pickle holds plain data and loads under another
+torch version. (Refusing ``joblib.dump`` would break scikit-learn's parallel tools,
+which pickle estimators; a pickle still runs code of the classes it names, so share
+models with ``save`` rather than pickles from untrusted hands.)
+
+:class:`VAEOutlierDetector` in detail: ``fit`` trains a varfam VAE on the rows of a table
+with :func:`varfam.train`, and the anomaly score of a row is one of the registered scores
 (:func:`varfam.evaluation.scores.score`, ``method``). Following scikit-learn,
 
 - ``score_samples(X)`` is the *negated* anomaly score: higher means more normal;
@@ -30,19 +51,27 @@ cells are missing values, scored on the observed cells only.
 
 from __future__ import annotations
 
+import json
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.utils import check_random_state
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    OneToOneFeatureMixin,
+    OutlierMixin,
+    TransformerMixin,
+)
+from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from varfam.errors import VarfamError
 
-__all__ = ["VAEOutlierDetector", "EstimatorInputError"]
+__all__ = ["VAEOutlierDetector", "VAEImputer", "VAETransformer", "EstimatorInputError"]
 
 
 class EstimatorInputError(VarfamError, ValueError):
@@ -65,6 +94,27 @@ def _hidden(hidden: Any) -> tuple[int, ...]:
                          for w in widths):
         raise EstimatorInputError(f"hidden must give one or more positive widths, got {hidden!r}")
     return tuple(int(w) for w in widths)
+
+
+def _fit_vae(x: torch.Tensor, build: dict[str, Any], seed: int, *, epochs: int,
+             batch_size: int, lr: float, device: str, **train: Any) -> Any:
+    """A VAE built with ``build`` (seeded) and trained on the rows ``x`` (N, D) by
+    :func:`varfam.train`; evaluated once, after the last epoch, on the first rows."""
+    import varfam
+    from varfam.data import Dataset
+
+    n = x.shape[0]
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = varfam.VAE.build(**build)
+        held = x[: max(1, min(256, n // 10))]
+        varfam.train(model, Dataset("table", x, held), epochs=epochs,
+                     batch_size=int(min(batch_size, n)), lr=lr, seed=seed, device=device,
+                     eval_every=epochs, **train)
+    except VarfamError as e:
+        raise _user_error(e) from None
+    return model.eval()
 
 
 def _standardize(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -191,24 +241,12 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         return torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
 
     def _train(self, x: torch.Tensor) -> Any:
-        import varfam
-        from varfam.data import Dataset
-
-        n, d = x.shape
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed_)
-                model = varfam.VAE.build(
-                    data_shape=(d,), arch="tabular", hidden=_hidden(self.hidden),
-                    latent_dim=int(self.latent_dim), family=self.family, likelihood="mixed",
-                )
-            held = x[: max(1, min(256, n // 10))]
-            varfam.train(model, Dataset("table", x, held), epochs=int(self.epochs),
-                         batch_size=int(min(self.batch_size, n)), lr=float(self.lr),
-                         seed=self.seed_, device=self.device, eval_every=int(self.epochs))
-        except VarfamError as e:
-            raise _user_error(e) from None
-        return model.eval()
+        d = x.shape[1]
+        build = {"data_shape": (d,), "arch": "tabular", "hidden": _hidden(self.hidden),
+                 "latent_dim": int(self.latent_dim), "family": self.family,
+                 "likelihood": "mixed"}
+        return _fit_vae(x, build, self.seed_, epochs=int(self.epochs),
+                        batch_size=int(self.batch_size), lr=float(self.lr), device=self.device)
 
     def _fit_background(self, x: torch.Tensor) -> Any:
         from varfam.evaluation.scores import fit_background
@@ -259,3 +297,508 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True  # NaN cells are missing values
         return tags
+
+
+# ==================================================================== imputer and transformer
+#: What :meth:`_VAEEstimator.save` writes beside varfam's run folder files.
+ESTIMATOR_FILE = "estimator.json"
+
+
+def _options(value: dict[str, Any] | None) -> dict[str, Any]:
+    return dict(value or {})
+
+
+class _VAEEstimator(BaseEstimator):
+    """What the imputer and the transformer share: the model's options (those of the
+    config: family, prior, likelihood, objective, epochs …), training on standardized
+    columns, saving through :func:`varfam.save`, and pickling without pickling torch.
+
+    ``likelihood="mixed"`` (the default) models each column as a Gaussian in standardized
+    units with the ``tabular`` networks, which see the mask (NaN cells are missing and
+    left out of the likelihood); ``"masked"`` is the ``masked`` likelihood (option
+    ``base``, default ``gaussian``) with the ``mlp`` networks and their ``masked`` input;
+    for the transformer any other likelihood (``bernoulli`` for values in [0, 1] …)
+    models the values as they are, with the ``mlp`` networks.
+    """
+
+    _parameter_constraints: dict = {
+        "latent_dim": [Interval(Integral, 1, None, closed="left"), None],
+        "hidden": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "family": [str], "family_options": [dict, None],
+        "prior": [str, None], "prior_options": [dict, None],
+        "likelihood": [str], "likelihood_options": [dict, None],
+        "objective": [str], "objective_options": [dict, None],
+        "epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "importance_samples": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "device": [StrOptions({"cpu", "cuda", "auto"})],
+    }
+
+    #: Steps of training when ``epochs`` is None: about this many, in 10 to 500 epochs.
+    AUTO_STEPS = 2000
+
+    # ---------------------------------------------------------------- fitting
+    def _fit_model(self, X: Any) -> torch.Tensor:
+        """Validate ``X``, set the standardization and train ``model_``; ``X`` in model units."""
+        for name in ("family_options", "prior_options", "likelihood_options",
+                     "objective_options"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                raise EstimatorInputError(f"{name} must be a dict or None")
+        X = validate_data(self, X, dtype=np.float64,
+                          ensure_all_finite="allow-nan" if self._allows_nan() else True)
+        n, d = X.shape
+        if n < 2:
+            raise EstimatorInputError(f"the VAE needs at least 2 samples to train, got {n} "
+                                      "sample")
+        self.seed_ = _seed(self.random_state)
+        if self._standardizes():
+            self.mean_, self.scale_ = _standardize(X)
+        else:
+            self.mean_, self.scale_ = np.zeros(d), np.ones(d)
+        self.latent_dim_ = int(self.latent_dim or max(1, min(16, d - 1)))
+        self.epochs_ = int(self.epochs or np.clip(
+            round(self.AUTO_STEPS / -(-n // int(min(self.batch_size, n)))), 10, 500))
+        x = self._rows(X)
+        self.model_ = _fit_vae(
+            x, self._build(d), self.seed_, epochs=self.epochs_,
+            batch_size=int(self.batch_size), lr=float(self.lr), device=self.device,
+            objective=self.objective, objective_options=self._objective_options())
+        return x
+
+    def _objective_options(self) -> dict[str, Any]:
+        return _options(self.objective_options)
+
+    def _standardizes(self) -> bool:
+        return self.likelihood in ("mixed", "masked")
+
+    def _allows_nan(self) -> bool:
+        return self.likelihood in ("mixed", "masked")
+
+    def _build(self, d: int) -> dict[str, Any]:
+        """The keywords of :meth:`varfam.VAE.build` for ``d`` columns."""
+        build: dict[str, Any] = {
+            "data_shape": (d,), "hidden": _hidden(self.hidden), "latent_dim": self.latent_dim_,
+            "family": self.family, "family_options": _options(self.family_options),
+            "prior": self.prior, "prior_options": _options(self.prior_options)}
+        if self.likelihood == "mixed":  # real columns, recorded with their standardization
+            columns = [{"name": f"x{j}", "type": "real", "loc": float(self.mean_[j]),
+                        "scale": float(self.scale_[j])} for j in range(d)]
+            return {**build, "arch": "tabular", "arch_options": {"levels": [0] * d},
+                    "likelihood": "mixed",
+                    "likelihood_options": {**_options(self.likelihood_options),
+                                           "columns": columns}}
+        if self.likelihood == "masked":
+            return {**build, "arch": "mlp", "arch_options": {"masked": True},
+                    "likelihood": "masked",
+                    "likelihood_options": {"base": "gaussian",
+                                           **_options(self.likelihood_options)}}
+        return {**build, "arch": "mlp", "likelihood": self.likelihood,
+                "likelihood_options": _options(self.likelihood_options)}
+
+    def _rows(self, X: np.ndarray) -> torch.Tensor:
+        """``X`` (N, D) in model units (standardized where the likelihood is Gaussian)."""
+        return torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
+
+    def _original(self, u: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Model units (N, D) back to the columns' units, float64."""
+        u = u.double().numpy() if isinstance(u, torch.Tensor) else np.asarray(u, np.float64)
+        return u * self.scale_ + self.mean_
+
+    def _check(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        return validate_data(self, X, dtype=np.float64, reset=False,
+                             ensure_all_finite="allow-nan" if self._allows_nan() else True)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self._allows_nan()
+        tags.non_deterministic = False  # seeded: the same data and random_state, the same fit
+        return tags
+
+    # ---------------------------------------------------------------- saving
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted estimator to the folder ``path``: the model as a varfam run folder
+        (:func:`varfam.save`: ``config.json``, ``model.safetensors``; ``varfam.load(path)``
+        and the command line read it) and ``estimator.json`` (the parameters and the
+        standardization). :meth:`load` reads it back; nothing is pickled."""
+        import varfam
+        from varfam.runs.files import write_text_atomic
+
+        check_is_fitted(self, "model_")
+        path = Path(path)
+        varfam.save(self.model_, path)
+        write_text_atomic(path / ESTIMATOR_FILE, json.dumps(self._record(), indent=2))
+        return path
+
+    def _record(self) -> dict[str, Any]:
+        params = self.get_params()
+        if not (params["random_state"] is None or isinstance(params["random_state"], int)):
+            params["random_state"] = self.seed_  # a RandomState: the seed it gave
+        params["hidden"] = list(_hidden(params["hidden"]))
+        fitted = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in vars(self).items()
+                  if k.endswith("_") and not k.startswith("_") and k != "model_"}
+        return {"class": type(self).__name__, "params": params, "fitted": fitted}
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        """The estimator :meth:`save` wrote to ``path``."""
+        import varfam
+
+        path = Path(path)
+        try:
+            record = json.loads((path / ESTIMATOR_FILE).read_text())
+        except FileNotFoundError:
+            raise EstimatorInputError(f"{path} holds no {ESTIMATOR_FILE}; give a folder "
+                                      f"that {cls.__name__}.save wrote") from None
+        if record.get("class") != cls.__name__:
+            raise EstimatorInputError(f"{path} holds a {record.get('class')}, not a "
+                                      f"{cls.__name__}; load it with that class")
+        est = cls(**{**record["params"], "hidden": tuple(record["params"]["hidden"])})
+        for key, value in record["fitted"].items():
+            setattr(est, key, np.asarray(value) if isinstance(value, list) else value)
+        est.model_ = varfam.load(path)
+        return est
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (``joblib.dump``, ``GridSearchCV(n_jobs=…)``) as plain data: the model
+        is the bytes of the files :func:`varfam.save` writes, never a pickled module."""
+        import tempfile
+
+        state = dict(super().__getstate__())
+        model = state.pop("model_", None)
+        if model is not None:
+            import varfam
+
+            with tempfile.TemporaryDirectory() as tmp:
+                varfam.save(model, tmp)
+                state["_model_files"] = {p.name: p.read_bytes() for p in Path(tmp).iterdir()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import tempfile
+
+        files = state.pop("_model_files", None)
+        super().__setstate__(state)
+        if files is not None:
+            import varfam
+
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, data in files.items():
+                    (Path(tmp) / name).write_bytes(data)
+                self.model_ = varfam.load(tmp)
+
+
+class VAEImputer(OneToOneFeatureMixin, TransformerMixin, _VAEEstimator):
+    """Missing values filled by a VAE trained on the incomplete rows (MIWAE), in
+    scikit-learn's API: a drop-in for ``IterativeImputer`` or ``KNNImputer``.
+
+    ``fit`` trains a VAE on the rows of ``X`` with NaN cells left out of the likelihood,
+    with the importance-weighted bound (``objective="iwae"``, by default ``k=20``:
+    MIWAE, Mattei & Frellsen 2019, "MIWAE: Deep Generative Modelling and Imputation of
+    Incomplete Data Sets"). ``transform`` fills each NaN cell with its conditional mean
+    given the row's observed cells, ``Σ_k w_k E[x_j | z_k]`` over ``importance_samples``
+    self-normalized importance draws (:func:`varfam.tables.imputation.conditional_predictions`);
+    observed cells are returned as given. With ``sample_posterior=True`` each NaN cell is
+    a draw from its conditional distribution instead (sampling-importance-resampling),
+    seeded by ``random_state``: for multiple imputation fit or transform with several
+    ``random_state`` values, or call :meth:`multiple_imputations`.
+
+    Parameters
+    ----------
+    latent_dim : int or None, default=None
+        Dimensions of z; ``None``: the number of columns less one, at most 16.
+    hidden : tuple of int, default=(128, 128)
+        Widths of the encoder's (and decoder's) hidden layers.
+    family, family_options, prior, prior_options
+        The variational family q(z|x) and the prior, by registered name (``varfam list``).
+    likelihood : {"mixed", "masked"}, default="mixed"
+        See the base class: Gaussian columns with the ``tabular`` networks, or the
+        ``masked`` likelihood (option ``base``) with the ``mlp`` networks.
+    objective, objective_options : default "iwae", None (= {"k": 20})
+        The training objective and its options.
+    epochs : int or None, default=None
+        ``None``: about 2,000 steps, in 10 to 500 epochs.
+    batch_size, lr
+        Training of :func:`varfam.train` (Adam).
+    importance_samples : int, default=100
+        Draws of q(z|x) per row when imputing.
+    sample_posterior : bool, default=False
+        Fill with a draw of the conditional distribution instead of its mean.
+    random_state : int, RandomState or None, default=0
+        Seeds the training and the imputation's draws.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+
+    Attributes
+    ----------
+    model_ : varfam.VAE
+    mean_, scale_ : ndarray (n_features,)
+        The standardization of the columns (over their observed cells).
+    latent_dim_, epochs_ : int
+        The values used.
+    n_features_in_, feature_names_in_
+
+    >>> import numpy as np
+    >>> X = np.array([[1.0, 2.0], [2.0, np.nan], [3.0, 6.0], [np.nan, 8.0]] * 10)
+    >>> filled = VAEImputer(epochs=2).fit_transform(X)
+    >>> bool(np.isnan(filled).any()), bool((filled[~np.isnan(X)] == X[~np.isnan(X)]).all())
+    (False, True)
+    """
+
+    _parameter_constraints: dict = {
+        **_VAEEstimator._parameter_constraints,
+        "likelihood": [StrOptions({"mixed", "masked"})],
+        "sample_posterior": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int | None = None,
+        hidden: tuple[int, ...] = (128, 128),
+        family: str = "diagonal",
+        family_options: dict[str, Any] | None = None,
+        prior: str | None = None,
+        prior_options: dict[str, Any] | None = None,
+        likelihood: str = "mixed",
+        likelihood_options: dict[str, Any] | None = None,
+        objective: str = "iwae",
+        objective_options: dict[str, Any] | None = None,
+        epochs: int | None = None,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        importance_samples: int = 100,
+        sample_posterior: bool = False,
+        random_state: Any = 0,
+        device: str = "cpu",
+    ) -> None:
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.family = family
+        self.family_options = family_options
+        self.prior = prior
+        self.prior_options = prior_options
+        self.likelihood = likelihood
+        self.likelihood_options = likelihood_options
+        self.objective = objective
+        self.objective_options = objective_options
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.importance_samples = importance_samples
+        self.sample_posterior = sample_posterior
+        self.random_state = random_state
+        self.device = device
+
+    def _objective_options(self) -> dict[str, Any]:
+        if self.objective_options is None and self.objective == "iwae":
+            return {"k": 20}  # MIWAE's K
+        return _options(self.objective_options)
+
+    def fit(self, X: Any, y: Any = None) -> VAEImputer:
+        """Train on the rows of ``X`` (n_samples, n_features); NaN cells are missing."""
+        self._validate_params()
+        self._fit_model(X)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """``X`` with every NaN cell imputed (n_samples, n_features) float64; observed cells
+        as given."""
+        X = self._check(X)
+        filled = self._impute(X, draws=1 if self.sample_posterior else 0)[0]
+        return np.where(np.isnan(X), filled, X)
+
+    def multiple_imputations(self, X: Any, n_imputations: int = 5) -> list[np.ndarray]:
+        """``n_imputations`` completed copies of ``X``, each NaN cell a draw from its
+        conditional distribution (seeded by ``random_state``): Rubin's multiple imputation."""
+        if isinstance(n_imputations, bool) or not isinstance(n_imputations, Integral) \
+                or n_imputations < 1:
+            raise EstimatorInputError(f"n_imputations must be at least 1, got {n_imputations}")
+        X = self._check(X)
+        return [np.where(np.isnan(X), d, X) for d in self._impute(X, draws=int(n_imputations))]
+
+    def _impute(self, X: np.ndarray, draws: int) -> list[np.ndarray]:
+        """Conditional means (``draws=0``: one array) or ``draws`` SIR draws, (N, D) each, in
+        the columns' units; rows are processed in an order fixed by their content."""
+        from varfam.evaluation.scores.base import content_order
+
+        x = self._rows(X)
+        if x.shape[0] == 0:
+            return [X.copy()]
+        order = content_order(x)
+        try:
+            if isinstance(self.model_.likelihood, _mixed_likelihood()):
+                from varfam.tables.imputation import conditional_predictions
+
+                res = conditional_predictions(self.model_, x[order], k=self.importance_samples,
+                                              draws=draws, seed=self.seed_)
+                if draws and res.draws is not None:  # model units
+                    parts = [self._original(res.draws[m]) for m in range(draws)]
+                else:  # the columns' units already (they record their standardization)
+                    parts = [np.column_stack([res.values[f"x{j}"] for j in range(x.shape[1])])]
+            else:
+                parts = [self._original(p) for p in _weighted_means(
+                    self.model_, x[order], self.importance_samples, draws, self.seed_)]
+        except VarfamError as e:
+            raise _user_error(e) from None
+        out = []
+        for p in parts:
+            unsorted = np.empty_like(p)
+            unsorted[order.numpy()] = p
+            out.append(unsorted)
+        return out
+
+
+def _mixed_likelihood() -> type:
+    from varfam.likelihoods.mixed import MixedLikelihood
+
+    return MixedLikelihood
+
+
+@torch.inference_mode()
+def _weighted_means(model: Any, x: torch.Tensor, k: int, draws: int,
+                    seed: int) -> list[torch.Tensor]:
+    """For a likelihood other than ``mixed``: the self-normalized importance-weighted mean
+    of the decoded means (``draws=0``) or ``draws`` SIR draws, (N, D) model units each, with
+    the weights of :func:`varfam.evaluation.importance.weighed_draws`."""
+    from varfam.evaluation.importance import block_sizes, weighed_draws
+
+    n, d = x.shape
+    means, sirs = [], []
+    with model.evaluating(seed):
+        b, _ = block_sizes(model, n, k, 64.0, samples=k)
+        for i in range(0, n, b):
+            xb = x[i : i + b].to(model.device)
+            wd = next(weighed_draws(model, xb, k, rows=xb.shape[0], samples=k, decoded=True))
+            w = torch.softmax(wd.log_w, 0)  # (k, B)
+            px = wd.decoded
+            assert px is not None
+            mean = px.mean.double().reshape(k, xb.shape[0], d)
+            means.append((w[..., None] * mean).sum(0).cpu())
+            if draws:
+                picks = torch.multinomial(w.T.float(), draws, replacement=True)  # (B, M)
+                rows = torch.arange(xb.shape[0], device=xb.device)
+                sirs.append(torch.stack([px.sample().reshape(k, xb.shape[0], d)[picks[:, m], rows]
+                                         for m in range(draws)]).cpu())
+    if draws:
+        return list(torch.cat(sirs, 1))
+    return [torch.cat(means)]
+
+
+class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _VAEEstimator):
+    """A VAE as a scikit-learn transformer: the latent means as features.
+
+    ``fit`` trains a VAE on the rows of ``X``; ``transform`` gives each row's latent mean
+    E_q[z|x] (the family's point summary), ``inverse_transform`` the decoded means
+    E[x|z] of latents, ``score_samples`` each row's importance-sampled log p(x) (nats,
+    in the units of ``X``: with the Gaussian columns of ``mixed`` the log-density of the
+    standardized row less Σ_j log scale_j), ``score`` their mean, and ``sample(n)`` rows
+    drawn from the model (z from the prior, x from p(x|z)).
+
+    The parameters are :class:`VAEImputer`'s (``objective`` defaults to ``"elbo"``,
+    ``latent_dim`` to 2), and ``likelihood`` may be any per-value likelihood (e.g.
+    ``"bernoulli"`` for values in [0, 1]), which models the values as given.
+
+    >>> import numpy as np
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> X = np.random.default_rng(0).normal(size=(100, 4))
+    >>> pipe = make_pipeline(StandardScaler(), VAETransformer(epochs=2)).fit(X)
+    >>> pipe.transform(X).shape, pipe[-1].get_feature_names_out().tolist()
+    ((100, 2), ['vaetransformer0', 'vaetransformer1'])
+    """
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int | None = 2,
+        hidden: tuple[int, ...] = (128, 128),
+        family: str = "diagonal",
+        family_options: dict[str, Any] | None = None,
+        prior: str | None = None,
+        prior_options: dict[str, Any] | None = None,
+        likelihood: str = "mixed",
+        likelihood_options: dict[str, Any] | None = None,
+        objective: str = "elbo",
+        objective_options: dict[str, Any] | None = None,
+        epochs: int | None = None,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        importance_samples: int = 100,
+        random_state: Any = 0,
+        device: str = "cpu",
+    ) -> None:
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.family = family
+        self.family_options = family_options
+        self.prior = prior
+        self.prior_options = prior_options
+        self.likelihood = likelihood
+        self.likelihood_options = likelihood_options
+        self.objective = objective
+        self.objective_options = objective_options
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.importance_samples = importance_samples
+        self.random_state = random_state
+        self.device = device
+
+    def fit(self, X: Any, y: Any = None) -> VAETransformer:
+        """Train on the rows of ``X`` (n_samples, n_features)."""
+        self._validate_params()
+        self._fit_model(X)
+        self._n_features_out = self.latent_dim_
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The latent means E_q[z|x] of the rows of ``X``: (n_samples, latent_dim_) float64."""
+        from varfam.evaluation.bounds import latent_locations
+
+        x = self._rows(self._check(X))
+        if x.shape[0] == 0:
+            return np.zeros((0, self.latent_dim_))
+        return latent_locations(self.model_, x).double().numpy()
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        """The decoded means E[x|z] of latents ``X`` (n_samples, latent_dim_), in the units of
+        the training data: (n_samples, n_features_in_) float64."""
+        check_is_fitted(self, "model_")
+        z = check_array(X, dtype=np.float64)
+        if z.shape[1] != self.latent_dim_:
+            raise EstimatorInputError(f"inverse_transform takes latents of {self.latent_dim_} "
+                                      f"dimensions, got {z.shape[1]}")
+        with torch.inference_mode(), self.model_.evaluating():
+            mean = self.model_.decode(torch.from_numpy(z).float().to(self.model_.device)).mean
+        return self._original(mean.cpu())
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Each row's importance-sampled log p(x) (n_samples,), nats in the units of ``X``;
+        NaN cells (with ``mixed`` or ``masked``) are left out: log p of the observed cells."""
+        from varfam.evaluation.scores import score
+
+        X = self._check(X)
+        try:
+            nll = score(self.model_, self._rows(X), "nll", k=self.importance_samples,
+                        seed=self.seed_).numpy()
+        except VarfamError as e:
+            raise _user_error(e) from None
+        jacobian = (~np.isnan(X) * np.log(self.scale_)).sum(1)
+        return -nll - jacobian
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """The mean of :meth:`score_samples`: the average log-likelihood (higher is better)."""
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples: int = 1) -> np.ndarray:
+        """``n_samples`` rows drawn from the model: z ~ p(z), x ~ p(x|z); (n_samples,
+        n_features_in_) in the units of the training data, seeded by ``random_state``."""
+        check_is_fitted(self, "model_")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
+            raise EstimatorInputError(f"n_samples must be at least 1, got {n_samples}")
+        with torch.inference_mode(), self.model_.evaluating(self.seed_):
+            z = self.model_.prior_distribution().sample((int(n_samples),))
+            x = self.model_.decode(z).sample()
+        return self._original(x.reshape(int(n_samples), -1).cpu())
