@@ -1,22 +1,23 @@
-"""Pictures: image grids, reconstructions, prior samples, interpolations, the latent map.
+"""Pictures: reconstructions, prior samples, interpolations, the latent map.
 
-Grids are assembled with numpy and written with Pillow (exact pixels, fast);
-the latent map uses matplotlib. Images are (N, C, H, W) or (N, D) tensors in [0, 1].
+The image grids themselves (tiling, scaling, labelled rows) are in
+:mod:`~varfam.reporting.grids` and re-exported here; the latent map uses matplotlib.
+Images are (N, C, H, W) or (N, D) tensors in [0, 1].
 """
 
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+
+from varfam.reporting.grids import as_images, image_grid, label_rows, save_grid, scaled_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -57,49 +58,6 @@ def _pyplot() -> Any:
     return plt
 
 
-def as_images(x: Tensor) -> Tensor:
-    """View data as (N, C, H, W): vectors (N, D) become a square-ish 1-channel image."""
-    if x.dim() == 4:
-        return x
-    if x.dim() == 3:
-        return x.unsqueeze(1)
-    d = x.shape[1]
-    side = math.isqrt(d)
-    if side * side == d:
-        return x.view(-1, 1, side, side)
-    return x.view(-1, 1, 1, d)
-
-
-def image_grid(images: Tensor, ncol: int, pad: int = 2, scale: int = 1) -> Image.Image:
-    """Tile images (N, C, H, W) in [0, 1] into one PIL image, ``ncol`` per row."""
-    images = as_images(images.detach().float().cpu()).clamp(0, 1)
-    n, c, h, w = images.shape
-    nrow = max(1, -(-n // ncol))
-    grid = np.ones((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
-    for k in range(n):
-        r, q = divmod(k, ncol)
-        y, x = pad + r * (h + pad), pad + q * (w + pad)
-        grid[:, y : y + h, x : x + w] = images[k].numpy()
-    arr = (grid * 255 + 0.5).astype(np.uint8)
-    img = Image.fromarray(arr[0] if c == 1 else arr[:3].transpose(1, 2, 0))
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    return img
-
-
-def _auto_scale(images: Tensor) -> int:
-    h = as_images(images).shape[-2]
-    return max(1, 56 // h) if h < 56 else 1
-
-
-def save_grid(images: Tensor, path: str | Path, ncol: int = 8) -> Path:
-    """Write images as a PNG grid (small images are enlarged for viewing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images, ncol, scale=_auto_scale(images)).save(path)
-    return path
-
-
 @torch.no_grad()
 def reconstruction_grid(
     model: VAE, x: Tensor, draws: int = 1, y: Tensor | None = None
@@ -130,30 +88,12 @@ def class_grid(model: VAE, per_class: int = 8, sampler: Any = None) -> Tensor:
     return model.sample(c * per_class, y, sampler=sampler)
 
 
-def label_rows(grid: Image.Image, names: list[str], rows: int) -> Image.Image:
-    """``grid`` with ``names[r]`` written left of its row r (``rows`` rows of equal height)."""
-    from PIL import ImageDraw, ImageFont
-
-    font = ImageFont.load_default()
-    draw = ImageDraw.Draw(grid)
-    width = max(int(draw.textlength(n, font=font)) for n in names) + 8
-    out = Image.new(grid.mode, (grid.width + width, grid.height), "white" if grid.mode == "RGB"
-                    else 255)
-    out.paste(grid, (width, 0))
-    draw = ImageDraw.Draw(out)
-    height = grid.height / rows
-    for r, name in enumerate(names):
-        draw.text((4, int((r + 0.5) * height) - 6), name, fill="black" if out.mode == "RGB"
-                  else 0, font=font)
-    return out
-
-
 def save_class_grid(model: VAE, path: str | Path, per_class: int = 8,
                     sampler: Any = None) -> Path:
     """Write :func:`class_grid` as a PNG, each row labelled with its class name."""
     images = class_grid(model, per_class, sampler)
     names = list(model.condition.names)
-    grid = label_rows(image_grid(images, per_class, scale=_auto_scale(images)), names, len(names))
+    grid = label_rows(scaled_grid(images, per_class), names, len(names))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
@@ -376,24 +316,21 @@ def write_run_pictures(
                           run_dir)
 
 
-def _grid(images: Tensor, ncol: int) -> Image.Image:
-    return image_grid(images, ncol, scale=_auto_scale(images))
-
-
 def _reconstructions(model: VAE, x: Tensor, y: Tensor | None) -> Picture:
     rec, per_row = reconstruction_grid(model, x[:16], draws=1, y=None if y is None else y[:16])
     how = ("of one z ~ q(z|x, y), decoded with the input's label y." if model.uses_labels
            else "of one z ~ q(z|x).")
     return Picture("reconstructions", "Reconstructions", "reconstructions",
-                   f"Pairs: test input, then the decoded mean {how}", _grid(rec, 4 * per_row))
+                   f"Pairs: test input, then the decoded mean {how}", scaled_grid(rec, 4 * per_row))
 
 
 def _samples(model: VAE) -> Picture:
     if not model.uses_labels:
         return Picture("samples", "Prior samples", "samples",
-                       "Decoded means of 64 draws z ~ p(z).", _grid(sample_grid(model, 64), 8))
+                       "Decoded means of 64 draws z ~ p(z).",
+                       scaled_grid(sample_grid(model, 64), 8))
     names = list(model.condition.names)
-    image = label_rows(_grid(class_grid(model, 8), 8), names, len(names))
+    image = label_rows(scaled_grid(class_grid(model, 8), 8), names, len(names))
     return Picture("samples", "Samples per class", "samples per class",
                    "One row per class, named on the left: decoded means of 8 draws "
                    "z ~ p(z|y) with that class y.", image)
@@ -408,7 +345,7 @@ def _interpolations(model: VAE, x: Tensor, y: Tensor | None) -> Picture:
                               y=None if y is None else y[: 2 * pairs])
     return Picture("interpolations", "Interpolations", "interpolations",
                    "Each row decodes the straight line (the great circle on the sphere) "
-                   "between the latent means of two test inputs.", _grid(path, 10))
+                   "between the latent means of two test inputs.", scaled_grid(path, 10))
 
 
 def _class_of_first(model: VAE, x: Tensor, y: Tensor | None) -> tuple[int | None, str]:
@@ -457,7 +394,7 @@ def _traversals(model: VAE, x: Tensor, y: Tensor | None,
     return Picture("traversals", "Latent traversals", "traversals",
                    f"One row per latent dimension{more}, ordered by {score_name}: {caption}. "
                    f"Each row varies that dimension over −3..3 around {base_text} (other "
-                   f"coordinates fixed){label_text}.", _grid(grid, steps))
+                   f"coordinates fixed){label_text}.", scaled_grid(grid, steps))
 
 
 def _latent_map(model: VAE, x: Tensor, labels: Tensor | None) -> Picture:
@@ -476,7 +413,7 @@ def _manifold(model: VAE, x: Tensor, y: Tensor | None) -> Picture:
     grid = manifold_grid(model, n=n, locations=latent_locations(model, x, y=y), label=label)
     return Picture("manifold", "Decoded manifold", "manifold",
                    "A 15 × 15 grid over the 2-D latent square, decoded (z1 left to right, z2 "
-                   f"top to bottom decreasing){label_text}.", _grid(grid, n))
+                   f"top to bottom decreasing){label_text}.", scaled_grid(grid, n))
 
 
 def to_latent_support(z: Tensor, support: str) -> Tensor:
