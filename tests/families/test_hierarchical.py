@@ -29,7 +29,7 @@ from varfam.registry import FAMILIES, PRIORS
 
 DT = torch.float64
 # every run config shipped (a tuning space, configs/*-space.toml, is not one)
-CONFIGS = sorted(p for p in (Path(__file__).parent.parent / "configs").glob("*.toml")
+CONFIGS = sorted(p for p in (Path(__file__).parents[2] / "configs").glob("*.toml")
                  if not p.stem.endswith("-space"))
 
 

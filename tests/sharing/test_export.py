@@ -102,7 +102,7 @@ def test_export_command(tmp_path, capsys):
 
 def readme_example() -> str:
     """The documented onnxruntime example (README or the sharing guide), as written there."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for page in (root / "README.md", *sorted((root / "docs").glob("*.md"))):
         text = page.read_text()
         if "## Use the decoder anywhere (ONNX)" in text:

@@ -25,7 +25,7 @@ hf = pytest.importorskip("huggingface_hub")
 yaml = pytest.importorskip("yaml")
 
 REPO = "alice/tiny-vae"
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def put_in_cache(cache: Path, repo_id: str, files: dict[str, bytes], ref: str = "main") -> Path:
