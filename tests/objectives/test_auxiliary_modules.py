@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from sklearn.datasets import load_digits
 
+from _models import small_vae
 from varfam import VAE
 from varfam.data import Dataset
 from varfam.objectives import FactorVae
@@ -32,8 +33,7 @@ def _data() -> Dataset:
 
 
 def _model() -> VAE:
-    torch.manual_seed(5)
-    return VAE.build(data_shape=(1, 8, 8), hidden=(32,), latent_dim=3)
+    return small_vae(5)
 
 
 def _meta(path: Path) -> dict[str, str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _models import small_vae
 from varfam import VAE, VarfamError
 from varfam.runs.checkpoint import (
     LOCK,
@@ -25,7 +26,7 @@ from varfam.runs.checkpoint import (
 
 
 def _model() -> VAE:
-    return VAE.build(data_shape=(1, 8, 8), hidden=(16,), latent_dim=2)
+    return small_vae(None, hidden=(16,), latent_dim=2)
 
 
 def _stepped(model: VAE) -> torch.optim.Adam:

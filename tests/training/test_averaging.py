@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import varfam
+from _models import small_vae
 from varfam import VAE, VarfamError, train
 from varfam.cli import main as cli_main
 from varfam.config import TrainConfig
@@ -22,14 +22,8 @@ from varfam.training.batches import BatchSource
 FAST = dict(precision="fp32", batch_size=128, seed=3)
 
 
-@pytest.fixture(scope="module")
-def digits() -> Dataset:
-    return varfam.load_dataset("digits").limit(600)
-
-
 def _model() -> VAE:
-    torch.manual_seed(7)
-    return VAE.build(data_shape=(1, 8, 8), hidden=(32,), latent_dim=3)
+    return small_vae(7)
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

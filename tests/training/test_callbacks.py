@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import varfam
+from _models import small_vae
 from varfam import VAE, Callback, TrainState
 from varfam.cli import main
 from varfam.registry import FAMILIES, LIKELIHOODS, PRIORS
@@ -26,14 +27,8 @@ SMALL = dict(data_shape=(1, 8, 8), hidden=(16,), latent_dim=2)
 SRC = Path(varfam.__file__).parent
 
 
-@pytest.fixture(scope="module")
-def digits() -> varfam.Dataset:
-    return varfam.load_dataset("digits").limit(300)
-
-
 def _model() -> VAE:
-    torch.manual_seed(0)
-    return VAE.build(**SMALL)
+    return small_vae(0, **SMALL)
 
 
 class Recorder(Callback):

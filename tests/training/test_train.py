@@ -13,7 +13,6 @@ import pytest
 import torch
 from torch.distributions import Distribution
 
-import varfam
 from varfam import VAE, VarfamError, train
 from varfam.data import Dataset, binarize_fixed
 from varfam.families.gaussian import DiagonalGaussian
@@ -24,11 +23,6 @@ from varfam.training.loop import TrainingInterrupted
 
 SMALL = dict(data_shape=(1, 8, 8), hidden=(32,), latent_dim=3)
 FAST = dict(precision="fp32", batch_size=128, seed=5)
-
-
-@pytest.fixture(scope="module")
-def digits() -> Dataset:
-    return varfam.load_dataset("digits").limit(600)
 
 
 def _model(family: torch.nn.Module | None = None) -> VAE:
