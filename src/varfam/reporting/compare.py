@@ -91,7 +91,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "family": _with_options(cfg.model.family, cfg.model.family_options),
         "prior": _with_options(cfg.model.prior or "", cfg.model.prior_options),
         "likelihood": _likelihood(cfg.model.likelihood or "", cfg.model.likelihood_options),
-        "objective": (_with_options(cfg.train.objective, cfg.train.objective_options)
+        "objective": (_with_options(cfg.train.objective or "", cfg.train.objective_options)
                       if cfg.train_recorded else None),  # a model saved without training
         "latent_dim": cfg.model.latent_dim,
         "epochs": last.get("epoch"),

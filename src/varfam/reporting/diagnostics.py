@@ -121,6 +121,7 @@ def confusion_picture(model: VAE, x: torch.Tensor, labels: torch.Tensor) -> Pict
     true ``labels`` (N,): rows the true class, columns the predicted one, each row's share."""
     from varfam.evaluation.classify import predict
 
+    assert model.condition is not None, "a confusion matrix needs a classifier q(y|x)"
     names = list(model.condition.names)
     c = len(names)
     known = labels >= 0

@@ -134,7 +134,7 @@ def _parts(cfg: RunConfig | None, model_cfg: dict[str, Any], data: str) -> str:
         if name:
             items.append((kind, f"<b>{esc(name)}</b>{_options(model.get(kind + '_options') or {})}",
                           part_links(kind, name)))
-    if train is not None:
+    if train is not None and train.objective:
         items.append(("objective", f"<b>{esc(train.objective)}</b>"
                       f"{_options(train.objective_options)}",
                       part_links("objective", train.objective)))
@@ -161,13 +161,19 @@ def _training_facts(epochs: list[dict[str, Any]]) -> str:
     return f'<p class="facts" data-metric="training">trained {esc(", ".join(facts))}</p>'
 
 
+def _value(text: str) -> str:
+    """A number large, its ``± standard error`` small beside it."""
+    value, _, se = text.partition(" ± ")
+    return esc(value) + (f'<span class="se"> ± {esc(se)}</span>' if se else "")
+
+
 def headline_html(m: dict[str, Any], epochs: list[dict[str, Any]], cfg: RunConfig | None,
                   model_cfg: dict[str, Any], data: str, pictures: list[Picture]) -> str:
     """The card: parts, numbers, training facts and verdicts on the left; ``pictures``
     (the first pictures to look at) on the right."""
     tiles = "".join(
         f'<div class="stat" data-metric="{esc(s.key)}"><dt>{esc(s.label)}</dt>'
-        f"<dd>{esc(s.value)}" + (f"<br><small>{esc(s.note)}</small>" if s.note else "")
+        f"<dd>{_value(s.value)}" + (f"<br><small>{esc(s.note)}</small>" if s.note else "")
         + "</dd></div>" for s in headline_stats(m))
     lines = verdicts(m, epochs)
     verdict = ('<ul class="verdicts">' + "".join(f"<li>{esc(v)}</li>" for v in lines) + "</ul>"

@@ -70,6 +70,7 @@ margin:0}
 .stat dd{margin:0;font-size:1.35rem;font-weight:650;font-variant-numeric:tabular-nums;
 white-space:nowrap}
 .stat dd small{font-size:.75rem;font-weight:400;color:var(--muted)}
+.stat dd .se{font-size:.85rem;font-weight:500}
 .facts{margin:8px 0 0;font-size:.88rem;color:var(--muted)}
 ul.verdicts{margin:8px 0 0;padding-left:18px}
 ul.verdicts li{color:var(--warn)}
@@ -194,8 +195,8 @@ def value_html(value: Any) -> str:
     if isinstance(value, dict):
         if not value:
             return "<i>none</i>"
-        rows = [(esc(k), value_html(v)) for k, v in value.items()]
-        return cell_table(rows, raw=True, cls="inner")
+        pairs = [(esc(k), value_html(v)) for k, v in value.items()]
+        return cell_table(pairs, raw=True, cls="inner")
     if isinstance(value, (list, tuple)):
         if value and all(isinstance(v, dict) for v in value):
             keys: list[str] = []
