@@ -49,7 +49,14 @@ from typing import Any
 from varfam.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_toml
 from varfam.errors import VarfamError, suggest
 
-__all__ = ["SearchSpace", "Param", "config_toml", "PARTS"]
+__all__ = ["OBJECTIVES", "SearchSpace", "Param", "config_toml", "PARTS"]
+
+#: The study objectives: name → (direction, what it measures)
+OBJECTIVES = {
+    "elbo": ("maximize", "validation ELBO (nats) of the best epoch"),
+    "log-likelihood": ("maximize", "IS log p(x) (nats) of the best weights on the validation set"),
+    "time": ("minimize", "seconds of training steps"),
+}
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 

@@ -100,18 +100,19 @@ def _fit_vae(x: torch.Tensor, build: dict[str, Any], seed: int, *, epochs: int,
              batch_size: int, lr: float, device: str, **train: Any) -> Any:
     """A VAE built with ``build`` (seeded) and trained on the rows ``x`` (N, D) by
     :func:`varfam.train`; evaluated once, after the last epoch, on the first rows."""
-    import varfam
     from varfam.data import Dataset
+    from varfam.model import VAE
+    from varfam.training import train as train_vae
 
     n = x.shape[0]
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = varfam.VAE.build(**build)
+            model = VAE.build(**build)
         held = x[: max(1, min(256, n // 10))]
-        varfam.train(model, Dataset("table", x, held), epochs=epochs,
-                     batch_size=int(min(batch_size, n)), lr=lr, seed=seed, device=device,
-                     eval_every=epochs, **train)
+        train_vae(model, Dataset("table", x, held), epochs=epochs,
+                  batch_size=int(min(batch_size, n)), lr=lr, seed=seed, device=device,
+                  eval_every=epochs, **train)
     except VarfamError as e:
         raise _user_error(e) from None
     return model.eval()
@@ -423,12 +424,11 @@ class _VAEEstimator(BaseEstimator):
         (:func:`varfam.save`: ``config.json``, ``model.safetensors``; ``varfam.load(path)``
         and the command line read it) and ``estimator.json`` (the parameters and the
         standardization). :meth:`load` reads it back; nothing is pickled."""
-        import varfam
-        from varfam.runs.files import write_text_atomic
+        from varfam.runs import save_model, write_text_atomic
 
         check_is_fitted(self, "model_")
         path = Path(path)
-        varfam.save(self.model_, path)
+        save_model(self.model_, path)
         write_text_atomic(path / ESTIMATOR_FILE, json.dumps(self._record(), indent=2))
         return path
 
@@ -444,7 +444,7 @@ class _VAEEstimator(BaseEstimator):
     @classmethod
     def load(cls, path: str | Path) -> Any:
         """The estimator :meth:`save` wrote to ``path``."""
-        import varfam
+        from varfam.runs import load_model
 
         path = Path(path)
         try:
@@ -458,7 +458,7 @@ class _VAEEstimator(BaseEstimator):
         est = cls(**{**record["params"], "hidden": tuple(record["params"]["hidden"])})
         for key, value in record["fitted"].items():
             setattr(est, key, np.asarray(value) if isinstance(value, list) else value)
-        est.model_ = varfam.load(path)
+        est.model_ = load_model(path)
         return est
 
     def __getstate__(self) -> dict[str, Any]:
@@ -469,10 +469,10 @@ class _VAEEstimator(BaseEstimator):
         state = dict(super().__getstate__())
         model = state.pop("model_", None)
         if model is not None:
-            import varfam
+            from varfam.runs import save_model
 
             with tempfile.TemporaryDirectory() as tmp:
-                varfam.save(model, tmp)
+                save_model(model, tmp)
                 state["_model_files"] = {p.name: p.read_bytes() for p in Path(tmp).iterdir()}
         return state
 
@@ -482,12 +482,12 @@ class _VAEEstimator(BaseEstimator):
         files = state.pop("_model_files", None)
         super().__setstate__(state)
         if files is not None:
-            import varfam
+            from varfam.runs import load_model
 
             with tempfile.TemporaryDirectory() as tmp:
                 for name, data in files.items():
                     (Path(tmp) / name).write_bytes(data)
-                self.model_ = varfam.load(tmp)
+                self.model_ = load_model(tmp)
 
 
 class VAEImputer(OneToOneFeatureMixin, TransformerMixin, _VAEEstimator):

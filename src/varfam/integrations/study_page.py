@@ -55,7 +55,7 @@ def write_study_page(study: Any, path: str | Path, objectives: list[str], *,
 
 
 def _summary(study: Any, objectives: list[str], storage: str) -> str:
-    from varfam.integrations.tune import OBJECTIVES
+    from varfam.integrations.search_space import OBJECTIVES
 
     counts: dict[str, int] = {}
     for t in study.trials:

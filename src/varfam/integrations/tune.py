@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from varfam.config import RunConfig
 from varfam.errors import VarfamError, suggest
-from varfam.integrations.search_space import SearchSpace, config_toml
+from varfam.integrations.search_space import OBJECTIVES, SearchSpace, config_toml
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -59,12 +59,6 @@ __all__ = ["tune", "OBJECTIVES", "PRUNERS", "SAMPLERS", "open_storage",
 
 PIP_LINE = "pip install 'varfam[tune]'"
 
-#: name → (direction, what it measures)
-OBJECTIVES = {
-    "elbo": ("maximize", "validation ELBO (nats) of the best epoch"),
-    "log-likelihood": ("maximize", "IS log p(x) (nats) of the best weights on the validation set"),
-    "time": ("minimize", "seconds of training steps"),
-}
 PRUNERS = ("median", "hyperband", "none")
 SAMPLERS = ("tpe", "random")
 
