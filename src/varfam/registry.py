@@ -89,7 +89,8 @@ class Registry(Generic[T]):
         self.get(name)
         return self._entries[name]
 
-    def build(self, name: str, /, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any):
+    def build(self, name: str, /, *args: Any, options: dict[str, Any] | None = None,
+              **kwargs: Any) -> Any:
         """Call the part ``name`` with ``args``/``kwargs`` plus user ``options``.
 
         ``options`` are checked against the part's signature so that a misspelt or
