@@ -28,12 +28,22 @@ Parts (``--parts``):
    itself are missing in training too and not scored).
 3. ``synthesis``: a gradient-boosting classifier trained on synthetic rows and tested on
    real held-out rows, against the same classifier trained on the real training rows.
+4. ``defaults``: what a user gets without any flag: scikit-learn's diabetes (442 × 11,
+   the disease progression included) and wine (178 × 13, the cultivar left out) tables,
+   standardized, 40 % of the cells missing completely at random (one mask per seed),
+   written to a CSV; ``varfam (defaults)`` is
+   ``varfam.train_from_config(RunConfig(data=DataConfig(source=csv)))`` then
+   ``varfam.impute(model, csv)`` (``varfam train --data holes.csv`` then ``varfam impute``:
+   every training setting chosen from the data, :mod:`varfam.training.defaults`),
+   against scikit-learn's imputers on the same numbers; mean squared error on the hidden
+   cells.
 
 Results are appended to a JSON-lines file (``--out``) and rendered into
 ``docs/results.md`` between ``<!-- tables:begin -->`` and ``<!-- tables:end -->``.
 
     python benchmarks/tables.py                                  # everything (~50 min CPU)
     python benchmarks/tables.py --parts hivae --datasets Breast --masks 1,2 --quick
+    python benchmarks/tables.py --parts defaults --seeds 0,1,2     # the defaults row (~10 min)
     python benchmarks/tables.py --render                         # only rewrite the tables
 """
 
@@ -56,7 +66,9 @@ import pandas as pd
 import torch
 from _doc_block import write_block
 
+import varfam
 from varfam import VAE, train
+from varfam.config import DataConfig, RunConfig
 from varfam.data import Dataset, load_table
 from varfam.tables.imputation import conditional_predictions, sample_table
 
@@ -80,6 +92,10 @@ NETWORK = dict(hidden=(128, 128), latent_dim=10)
 SKIP = {("Adult", "KNN (5)"): "not run (over 20 min of CPU per mask on 32,561 rows here)"}
 LIKELIHOOD = dict(min_scale=0.25)
 OBJECTIVE = dict(estimator="dreg")
+#: The defaults part: its tables, the share of cells hidden, and its methods.
+DEFAULTS_TABLES = ("diabetes", "wine")
+DEFAULTS_HIDDEN = 0.4
+DEFAULTS_METHODS = ["mean/mode", "KNN (5)", "MICE (BayesianRidge)", "varfam (defaults)"]
 
 
 # ---------------------------------------------------------------- the methods
@@ -106,6 +122,18 @@ def varfam_impute(df: pd.DataFrame, types: list[str], name: str, seed: int,
             v = np.asarray(col.levels, dtype=float)[v.astype(int)]
         out[col.name] = np.where(df[col.name].isna(), v, df[col.name])
     return out
+
+
+def varfam_defaults(df: pd.DataFrame) -> pd.DataFrame:
+    """``varfam train --data holes.csv`` and ``varfam impute``, from Python: no setting but
+    the data (the defaults of :mod:`varfam.training.defaults`)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        csv = Path(folder) / "holes.csv"
+        df.to_csv(csv, index=False)
+        result = varfam.train_from_config(RunConfig(data=DataConfig(source=str(csv))))
+        return varfam.impute(result.model, str(csv))
 
 
 def _encode(df: pd.DataFrame, types: list[str], one_hot: bool = True
@@ -194,6 +222,8 @@ def miceforest_impute(df: pd.DataFrame, types: list[str], seed: int) -> pd.DataF
 
 def impute(method: str, df: pd.DataFrame, types: list[str], name: str, seed: int,
            quick: bool) -> pd.DataFrame:
+    if method == "varfam (defaults)":
+        return varfam_defaults(df)
     if method == "varfam":
         return varfam_impute(df, types, name, seed, quick)
     if method == "miceforest":
@@ -247,6 +277,38 @@ def part_miwae(seeds: list[int], methods: list[str], quick: bool) -> list[dict[s
             fill = partial(impute, method, df, ["real"] * p, "breast-cancer", seed, quick)
             rows.append(_measure("miwae", "breast-cancer", seed, method, fill,
                                  partial(_mse, x, hidden)))
+    return rows
+
+
+def sklearn_standardized(name: str) -> pd.DataFrame:
+    """A scikit-learn table of the defaults part, every column standardized."""
+    import sklearn.datasets
+
+    if name == "diabetes":
+        bunch = sklearn.datasets.load_diabetes(scaled=False)
+        x, names = np.c_[bunch.data, bunch.target], [*bunch.feature_names, "progression"]
+    else:
+        bunch = getattr(sklearn.datasets, f"load_{name}")()
+        x, names = bunch.data, list(bunch.feature_names)
+    x = (x - x.mean(0)) / x.std(0)
+    return pd.DataFrame(x, columns=[str(c) for c in names])
+
+
+def part_defaults(datasets: list[str], seeds: list[int], methods: list[str]
+                  ) -> list[dict[str, Any]]:
+    """Each table with a share :data:`DEFAULTS_HIDDEN` of its cells hidden, one mask per
+    seed; every method on the same masks; MSE on the hidden cells (standardized units)."""
+    rows = []
+    for name in datasets:
+        truth = sklearn_standardized(name)
+        x = truth.to_numpy()
+        for seed in seeds:
+            hidden = np.random.default_rng(seed).random(x.shape) < DEFAULTS_HIDDEN
+            df = truth.mask(hidden)
+            for method in methods:
+                fill = partial(impute, method, df, ["real"] * x.shape[1], name, seed, False)
+                rows.append(_measure("defaults", name, seed, method, fill,
+                                     partial(_mse, x, hidden)))
     return rows
 
 
@@ -420,7 +482,38 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             out.append(f"| {n} | {got['real rows']['target']} | "
                        f"{got['real rows']['score']:.4f} | "
                        f"{got['varfam synthetic rows']['score']:.4f} |")
+    out += _render_defaults([r for r in rows if r["part"] == "defaults"])
     return "\n".join(out)
+
+
+def _render_defaults(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    names = [n for n in DEFAULTS_TABLES if any(r["data"] == n for r in rows)]
+    seeds = sorted({r["mask"] for r in rows})
+    out = ["", "**4. Defaults** — no setting but the data: `varfam train --data holes.csv` "
+           "then `varfam impute` (in Python `varfam.train_from_config(RunConfig(data="
+           "DataConfig(source=csv)))` and `varfam.impute`; the training settings are chosen "
+           "from the table, see [training](training.md)). scikit-learn's diabetes (442 × 11) "
+           "and wine (178 × 13) tables, standardized, "
+           f"{DEFAULTS_HIDDEN:.0%} of the cells hidden completely at random, "
+           f"{len(seeds)} masks (seeds {', '.join(map(str, seeds))}): mean squared error on "
+           "the hidden cells (mean ± s.d. over the masks; lower is better), and CPU seconds "
+           "per mask.", "",
+           "| method | " + " | ".join(names) + " | CPU s per mask |",
+           "|---|" + "---|" * (len(names) + 1)]
+    for method in DEFAULTS_METHODS:
+        got = [r for r in rows if r["method"] == method]
+        if not got:
+            continue
+        cells = []
+        for n in names:
+            scores = [r["score"] for r in got if r["data"] == n and "score" in r]
+            cells.append(_mean_sd(scores))
+        cpu = " / ".join(f"{np.mean([r['cpu_s'] for r in got if r['data'] == n]):.0f}"
+                         for n in names if any(r["data"] == n for r in got))
+        out.append(f"| {method} | " + " | ".join(cells) + f" | {cpu} |")
+    return out
 
 
 def _method_rows(rows: list[dict[str, Any]]) -> list[str]:
@@ -444,11 +537,14 @@ def _ranges(values: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", default="miwae,hivae,synthesis")
-    p.add_argument("--seeds", default="0,1,2,3,4", help="mask seeds of the miwae part")
+    p.add_argument("--seeds", default="0,1,2,3,4", help="mask seeds of the miwae and defaults "
+                   "parts")
     p.add_argument("--datasets", default="Breast,Wine,Adult")
     p.add_argument("--masks", default="Adult:1,Breast:1-10,Wine:1-3",
                    help="HI-VAE masks per data set, e.g. Breast:1-10,Wine:1,2")
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--tables", default=",".join(DEFAULTS_TABLES),
+                   help="the defaults part's tables (diabetes, wine)")
     p.add_argument("--out", default=str(ROOT / "docs" / "tables_benchmark.jsonl"))
     p.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
     p.add_argument("--quick", action="store_true", help="a tenth of the epochs (a smoke test)")
@@ -474,6 +570,11 @@ def main(argv: list[str] | None = None) -> int:
             rows += part_hivae(datasets, masks, methods, args.quick)
         if "synthesis" in parts:
             rows += part_synthesis(datasets, args.quick)
+        if "defaults" in parts:
+            chosen = [m for m in methods if m in DEFAULTS_METHODS] if args.methods != \
+                ",".join(METHODS) else DEFAULTS_METHODS
+            rows += part_defaults(args.tables.split(","), [int(s) for s in args.seeds.split(",")],
+                                  chosen)
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     latest: dict[tuple, dict[str, Any]] = {}
     for r in rows:  # a later run of the same cell replaces an earlier one

@@ -190,14 +190,28 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """How a model was (or will be) trained; recorded so a run can be reproduced."""
+    """How a model was (or will be) trained; recorded so a run can be reproduced.
+
+    ``objective``, ``epochs``, ``batch_size``, ``validation`` and ``patience`` left at
+    ``None`` (and IWAE's ``k`` and ``estimator`` left out of ``objective_options``) are
+    chosen from the data when training starts (:func:`varfam.training.defaults.resolved`:
+    today's ELBO, 30 epochs and batches of 128 for images and vectors; for a table the
+    IWAE recipe with a step budget, a validation split and early stopping), and a run's
+    ``config.json`` records the values chosen.
+    """
 
     binarize: str = option("none", "binarize the data: none, static (once) or dynamic "
                            "(every epoch)", choices=BINARIZE)
-    objective: str = option("elbo", "training objective: elbo or iwae (default: elbo)")
+    objective: str | None = option(
+        None, "training objective: elbo or iwae (default from the data: elbo; for a table "
+        "iwae with --k 20 --estimator dreg)")
     objective_options: dict[str, Any] = field(default_factory=dict)
-    epochs: int = option(30, "epochs (default: 30)", minimum=1)
-    batch_size: int = option(128, "batch size (default: 128)", minimum=1)
+    epochs: int | None = option(
+        None, "epochs (default from the data: 30; for a table as many as make about 3,000 "
+        "steps, at most 1,000)", minimum=1)
+    batch_size: int | None = option(
+        None, "batch size (default from the data: 128; for a table 64, up to 512 for large "
+        "tables)", minimum=1)
     lr: float = option(1e-3, "Adam learning rate (default: 1e-3)", minimum=0.0, above=True)
     seed: int = option(0, "random seed (default: 0)", minimum=0)
     device: str = option("auto", "auto, cpu or cuda (default: auto)")
@@ -221,16 +235,19 @@ class TrainConfig:
         "docs/performance.md)", choices=COMPILE_MODES)
     #: Hold out the last N training examples as a validation set (binarized once,
     #: like the test set); ``model.safetensors`` then keeps the best-validation weights.
-    validation: int = option(0, "hold out the last N training examples for validation; the "
-                             "saved weights are then the best on validation", minimum=0)
+    validation: int | None = option(
+        None, "hold out the last N training examples for validation; the saved weights are "
+        "then the best on validation (default from the data: 0; for a table a tenth of its "
+        "training rows)", minimum=0)
     #: Evaluate the test (and validation) ELBO every N epochs and after the last one;
     #: ``model.safetensors`` is written at those evaluations. Epochs in between log
     #: their training loss and speed only.
     eval_every: int = option(1, "evaluate the test (and validation) ELBO every N epochs and "
                              "after the last (default 1)", minimum=1)
-    #: Stop when the validation ELBO has not improved for this many epochs.
-    patience: int | None = option(None, "stop after N epochs without a better validation ELBO",
-                                  minimum=1)
+    #: Stop when the validation ELBO has not improved for this many epochs (0: never).
+    patience: int | None = option(
+        None, "stop after N epochs without a better validation ELBO; 0: never (default from "
+        "the data: never; for a table with a validation split about 600 steps)", minimum=0)
     #: ``constant`` or ``cosine`` (decay from ``lr`` to ``lr * lr_final_ratio``
     #: over the epochs, or over ``time_limit`` when that comes first).
     lr_schedule: str = option("constant", "learning-rate schedule (default constant)",
@@ -277,9 +294,9 @@ class TrainConfig:
         "over the data)", choices=LABELLED_WEIGHTS)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             raise VarfamError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise VarfamError(f"batch_size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise VarfamError(f"lr must be positive, got {self.lr}")
@@ -297,11 +314,12 @@ class TrainConfig:
             )
         if self.eval_every < 1:
             raise VarfamError(f"eval_every must be at least 1, got {self.eval_every}")
-        if self.validation < 0:
+        if self.validation is not None and self.validation < 0:
             raise VarfamError(f"validation must be 0 or more, got {self.validation}")
-        if self.patience is not None and self.patience < 1:
-            raise VarfamError(f"patience must be at least 1, got {self.patience}")
-        if self.patience is not None and not self.validation:
+        if self.patience is not None and self.patience < 0:
+            raise VarfamError(f"patience must be 0 (never stop early) or more, got "
+                              f"{self.patience}")
+        if self.patience and self.validation == 0:
             raise VarfamError("patience needs a validation set: add --validation N")
         if self.lr_schedule not in ("constant", "cosine"):
             raise VarfamError(f"lr_schedule must be constant or cosine, got '{self.lr_schedule}'")

@@ -46,7 +46,7 @@ from varfam.config import DATA_FIELDS, DataConfig, RunConfig, TrainConfig
 from varfam.data import Dataset, load_data, split_seed
 from varfam.data.mapped import split_rows
 from varfam.errors import VarfamError, suggest
-from varfam.evaluation.bounds import evaluate_elbo
+from varfam.evaluation.bounds import evaluate_elbo, importance_sampling
 from varfam.parts import resolve_device, use_bf16
 from varfam.registry import OBJECTIVES
 from varfam.runs.checkpoint import (
@@ -63,6 +63,7 @@ from varfam.training.adam_step import AdamStep
 from varfam.training.averaging import WeightAverage
 from varfam.training.batches import BatchSource, float_chunks, is_file_backed
 from varfam.training.callbacks import Callback, CallbackList, TrainingRun, builtin_callbacks
+from varfam.training.defaults import resolved
 from varfam.training.labels import TrainingLabels
 from varfam.training.state import TrainResult, TrainState
 from varfam.training.step import AuxiliaryStep, LossFunction, auxiliary_step, loss_function
@@ -116,9 +117,12 @@ def train(
     Options are the fields of :class:`TrainConfig` (``epochs``, ``batch_size``,
     ``lr``, ``objective``, ``objective_options``, ``binarize``, ``precision``,
     ``seed``, ``device``, ``skip_nonfinite``, ``track`` …), given as ``config``
-    and/or keywords. With ``out`` the run folder receives ``config.json``,
-    ``metrics.jsonl``, ``model.safetensors`` and ``checkpoint.safetensors`` after
-    every epoch (the folder is locked against a second training meanwhile);
+    and/or keywords; those left unset are chosen from the data
+    (:func:`varfam.training.defaults.resolved`: for a table the IWAE recipe with a
+    validation split and early stopping) and recorded so in ``config.json``. With
+    ``out`` the run folder receives ``config.json``, ``metrics.jsonl``,
+    ``model.safetensors`` and ``checkpoint.safetensors`` after every epoch (the folder
+    is locked against a second training meanwhile);
     ``resume=True`` continues from that checkpoint exactly. A folder that holds a run
     already is replaced (its files deleted when training starts), or with
     ``overwrite=False`` refused before anything is done. SIGINT/SIGTERM save
@@ -139,7 +143,8 @@ def train(
     a memory-mapped array (read batch by batch when large, see
     :mod:`varfam.training.batches`).
     """
-    cfg = _train_config(config, overrides)
+    _check_dataset(data)
+    cfg = resolved(_train_config(config, overrides), data)  # unset settings from the data
     _check_call(data, cfg, out, resume, overwrite)
     device = resolve_device(cfg.device)
     ctx = dist.setup(device)
@@ -178,8 +183,15 @@ def train_from_config(
     """
     from varfam.model import VAE
 
-    data = load_data(config.data, seed=config.train.seed,
-                     validation=config.train.validation, columns=_saved_columns(config))
+    def load(validation: int) -> Dataset:
+        return load_data(config.data, seed=config.train.seed, validation=validation,
+                         columns=_saved_columns(config))
+
+    data = load(config.train.validation or 0)
+    if config.train.validation is None and config.data.labelled is not None:
+        held = resolved(config.train, data).validation  # labels are kept outside it
+        if held:
+            data = load(held)
     torch.manual_seed(config.train.seed)
     model = VAE.for_data(data, config.model)
     return train(model, data, config.train, out=out, resume=resume, overwrite=overwrite,
@@ -487,14 +499,19 @@ def end_epoch(
     state.history.append(metrics)
     patience = loop.cfg.patience
     done = out_of_time or (
-        "test_elbo" in metrics and patience is not None
+        "test_elbo" in metrics and bool(patience)
         and state.epoch - state.best_epoch >= patience
     )
     return metrics, done
 
 
 def evaluate_epoch(loop: Loop, state: TrainState) -> dict[str, float]:
-    """Test ELBO and its terms, and the validation ELBO (keeping the best weights)."""
+    """Test ELBO and its terms, and the validation ELBO (keeping the best weights).
+
+    An importance-weighted objective (IWAE, k > 1) is validated on its own bound L_k
+    (``validation_iwae``, fixed draws): training L_k widens q(z|x), so the one-sample
+    ELBO falls while L_k (and the model) still improves, and choosing on the ELBO would
+    keep the weights of the first epochs."""
     evaluated = loop.evaluated()
     labels = loop.labels
     test = _evaluate(evaluated, loop.test_src, None if labels is None else labels.test)
@@ -506,6 +523,9 @@ def evaluate_epoch(loop: Loop, state: TrainState) -> dict[str, float]:
         value = out["validation_elbo"] = _evaluate(
             evaluated, loop.val_src, None if labels is None else labels.validation
         )["elbo"]
+        k = getattr(loop.objective, "k", 1)
+        if isinstance(k, int) and k > 1 and labels is None:
+            value = out["validation_iwae"] = _bound(evaluated, loop.val_src, k, loop.cfg.seed)
         if state.improves(value):
             state.best_validation, state.best_epoch = value, state.epoch
             loop.best_weights = {k: v.detach().clone()
@@ -733,6 +753,15 @@ def _evaluate(model: VAE, src: BatchSource, labels: torch.Tensor | None = None) 
         for k, v in part.items():  # weighted by rows: test labels are never hidden
             sums[k] = sums.get(k, 0.0) + v * chunk.shape[0]
     return {k: v / len(src) for k, v in sums.items()}
+
+
+def _bound(model: VAE, src: BatchSource, k: int, seed: int) -> float:
+    """The mean importance-weighted bound L_k (nats per example) over a batch source, with
+    draws fixed by ``seed`` (the random state is left as it was)."""
+    total = 0.0
+    for chunk in src.chunks(_EVAL_CHUNK):
+        total += float(importance_sampling(model, chunk, k, seed=seed).log_likelihood.sum())
+    return total / len(src)
 
 
 def _nonfinite(loss: torch.Tensor, ctx: dist.Context) -> bool:
