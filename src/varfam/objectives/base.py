@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, kl_divergence
+from torch.distributions import kl as torch_kl
 
 from varfam.errors import VarfamError
 from varfam.objectives.labelled import labelled_objective
@@ -28,6 +29,40 @@ __all__ = ["Objective", "kl_term", "kl_per_dimension", "ESTIMATORS", "non_negati
 
 
 ESTIMATORS = ("plain", "stl", "dreg")
+
+
+def _traceable_dispatch_kl(type_p: type, type_q: type) -> object:
+    """torch's ``_dispatch_kl`` (the most specific registered rule), as dynamo can trace it.
+
+    ``kl_divergence`` looks its rule up in a memo and, the first time a pair of types
+    is met (or after any ``register_kl`` has cleared the memo), in the registry with
+    ``min(<generator>)``, which dynamo cannot trace: the compiled step broke into
+    pieces right there (in :func:`kl_term`, after ``z`` was drawn). Besides the lost
+    speed, IWAE-DReG's gradient hook on ``z`` then sat in a later piece than ``z`` and
+    saw only a part of its gradient: ``None`` (a crash) with the standard and the
+    learned prior, a wrong gradient where ``z`` was also used after the break.
+    Registered with ``torch.compiler.substitute_in_graph``, this runs in dynamo's trace
+    in place of torch's function (eager calls still run torch's): the same search
+    without a generator (the same rule for every pair of torch's and varfam's
+    distribution types, tested), returning the registry's entry itself so that
+    ``kl_divergence`` can memoize it.
+    """
+    best = None
+    for super_p, super_q in torch_kl._KL_REGISTRY:
+        if issubclass(type_p, super_p) and issubclass(type_q, super_q):
+            match = torch_kl._Match(super_p, super_q)
+            best = match if best is None or match <= best else best
+    return NotImplemented if best is None else torch_kl._KL_REGISTRY[best.types]
+
+
+def _register_kl_dispatch_for_dynamo() -> None:
+    try:
+        torch.compiler.substitute_in_graph(torch_kl._dispatch_kl)(_traceable_dispatch_kl)
+    except (AttributeError, TypeError, ValueError):  # another torch, or registered already
+        pass
+
+
+_register_kl_dispatch_for_dynamo()
 
 
 def kl_term(
@@ -102,6 +137,17 @@ class Objective:
 
     alpha: float | None = None
     labelled_share: float | None = None
+    #: Why a compiled training step should be one graph, or ``None``. A gradient hook on
+    #: an intermediate tensor (DReG's on z) sees, in a compiled step that breaks into
+    #: graphs, only the gradient of the tensor's uses after the graph that made it (the
+    #: rest is summed inside that graph): ``None`` where there are none, a wrong gradient
+    #: otherwise (issue 26). Such a step is compiled with ``fullgraph``, or where the model
+    #: cannot be one graph, with :attr:`draw_apart` set.
+    one_graph_reason: str | None = None
+    #: Set while a compiled step that cannot be one graph runs: the objective then ends
+    #: the graph right after drawing z (``torch._dynamo.graph_break()``, nothing in eager
+    #: code), so that the graph that draws z uses it nowhere.
+    draw_apart: bool = False
     #: N, the number of training examples (set by :meth:`prepare`; ``None`` before).
     data_size: int | None = None
 

@@ -78,6 +78,8 @@ class Iwae(Objective):
             )
         self.k = k
         self.estimator = estimator
+        if estimator == "dreg":
+            self.one_graph_reason = "DReG's gradient hook on z"
 
     def log_weights(
         self, model: VAE, x: Tensor, y: Tensor | None = None
@@ -91,6 +93,8 @@ class Iwae(Objective):
         with fp32(h.device.type):
             q = model.family(h)
             z = q.rsample((self.k,))
+            if self.draw_apart:  # a compiled step that cannot be one graph (base.py)
+                torch._dynamo.graph_break()
             if self.estimator == "plain":
                 log_q = q.log_prob(z)
             else:

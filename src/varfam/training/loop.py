@@ -150,7 +150,7 @@ def train(
     ctx = dist.setup(device)
     env = Env(dist.local_device(ctx, device), ctx, Path(out) if out is not None else None)
     try:
-        with _StopRequest() as env.stop, _no_distribution_validation():
+        with _StopRequest() as env.stop, _no_distribution_validation(cfg.compile):
             # everything is checked and built before the run folder is touched
             loop = setup(model, data, cfg, env, _callbacks(cfg, env, progress, callbacks))
             lock = RunLock(env.run_dir) if env.run_dir is not None and ctx.is_main else None
@@ -842,11 +842,20 @@ class _StopRequest(contextlib.AbstractContextManager):
 
 
 @contextlib.contextmanager
-def _no_distribution_validation() -> Iterator[None]:
-    """Skip torch.distributions' argument checks (a host sync each) while training."""
+def _no_distribution_validation(compiled: bool = False) -> Iterator[None]:
+    """Skip torch.distributions' argument checks (a host sync each) while training.
+
+    A compiled run leaves them off. The first ``torch.compile`` of a process switches
+    them off for good (dynamo's one-time ``TorchPatcher.patch``) and dynamo then assumes
+    they stay off; switched back on, every ``Distribution`` built in a later compiled
+    graph calls ``constraints.is_dependent``, which dynamo refuses to trace: graph
+    breaks (4 in the VampPrior's IWAE-DReG step, 11 to 19 in the bf16 one), and
+    DReG's hook on ``z`` in another piece than ``z`` (issue 26).
+    """
     old = Distribution._validate_args
     Distribution.set_default_validate_args(False)
     try:
         yield
     finally:
-        Distribution.set_default_validate_args(old)
+        if not compiled:
+            Distribution.set_default_validate_args(old)

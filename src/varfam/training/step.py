@@ -44,7 +44,12 @@ def loss_function(
     Under DDP the loss comes from ``step_module`` (``weight`` is the share's weight);
     with ``compile`` (a :data:`varfam.config.COMPILE_MODES` mode) the whole forward
     pass, and so its backward pass, is compiled by ``torch.compile`` (one graph per
-    batch shape: the full batch and the last one).
+    batch shape: the full batch and the last one). An objective whose gradient needs the
+    step in one graph (:attr:`Objective.one_graph_reason`: IWAE-DReG's hook on z) is
+    compiled with ``fullgraph``; where the model's step cannot be one graph (the flow
+    prior: zuko's transforms; the planar and Sylvester families' iterative inverse; the
+    von Mises-Fisher sampler) it is compiled with :attr:`Objective.draw_apart` set, so
+    that no graph both draws z and uses it.
     """
 
     def plain_loss_of(
@@ -63,14 +68,33 @@ def loss_function(
     if not compile:
         return plain_loss_of if step_module is None and not bf16 else loss_of
     check_compiler(device)
-    compiled = torch.compile(loss_of, dynamic=False, options=_compile_options(compile, device))
+    options = _compile_options(compile, device)
+    # an objective with a gradient hook (DReG's on z) is compiled whole (fullgraph: a
+    # graph break is an error while tracing, before anything ran), or where the model's
+    # step cannot be one graph, with z drawn at the end of a graph of its own
+    needs_one_graph = objective.one_graph_reason is not None
+    whole = torch.compile(loss_of, dynamic=False, fullgraph=needs_one_graph, options=options)
+    apart: Callable[..., torch.Tensor] | None = None
 
     def compiled_loss_of(
         x: torch.Tensor, weight: float, epoch: float, y: torch.Tensor | None = None
     ) -> torch.Tensor:
+        nonlocal apart
         # tensors, not Python numbers, so that a new epoch or share weight is no new graph
-        return compiled(x, torch.tensor(weight, dtype=torch.float64),
-                        torch.tensor(epoch, dtype=torch.float64), y)
+        args = (x, torch.tensor(weight, dtype=torch.float64),
+                torch.tensor(epoch, dtype=torch.float64), y)
+        if apart is None:
+            try:
+                return whole(*args)
+            except (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UserError):
+                if not needs_one_graph:
+                    raise
+                apart = torch.compile(loss_of, dynamic=False, options=options)
+        objective.draw_apart = True
+        try:
+            return apart(*args)
+        finally:
+            objective.draw_apart = False
 
     return compiled_loss_of
 
