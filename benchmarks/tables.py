@@ -409,7 +409,8 @@ def _record(row: dict[str, Any]) -> dict[str, Any]:
 def _measure(part: str, data: str, mask: int, method: str, run: Callable[[], pd.DataFrame],
              score: Callable[[pd.DataFrame], float]) -> dict[str, Any]:
     t0 = time.process_time()
-    row: dict[str, Any] = {"part": part, "data": data, "mask": mask, "method": method}
+    row: dict[str, Any] = {"part": part, "data": data, "mask": mask, "method": method,
+                           "date": time.strftime("%Y-%m-%d")}
     try:
         filled = run()
         row["score"] = score(filled)
@@ -491,12 +492,14 @@ def _render_defaults(rows: list[dict[str, Any]]) -> list[str]:
         return []
     names = [n for n in DEFAULTS_TABLES if any(r["data"] == n for r in rows)]
     seeds = sorted({r["mask"] for r in rows})
-    out = ["", "**4. Defaults** — no setting but the data: `varfam train --data holes.csv` "
+    dates = sorted({r["date"] for r in rows if "date" in r})
+    out = ["", f"**4. Defaults** ({', '.join(dates) or 'undated'}) — no setting but the "
+           "data: `varfam train --data holes.csv` "
            "then `varfam impute` (in Python `varfam.train_from_config(RunConfig(data="
            "DataConfig(source=csv)))` and `varfam.impute`; the training settings are chosen "
            "from the table, see [training](training.md)). scikit-learn's diabetes (442 × 11) "
            "and wine (178 × 13) tables, standardized, "
-           f"{DEFAULTS_HIDDEN:.0%} of the cells hidden completely at random, "
+           f"{DEFAULTS_HIDDEN * 100:.0f} % of the cells hidden completely at random, "
            f"{len(seeds)} masks (seeds {', '.join(map(str, seeds))}): mean squared error on "
            "the hidden cells (mean ± s.d. over the masks; lower is better), and CPU seconds "
            "per mask.", "",
@@ -510,7 +513,7 @@ def _render_defaults(rows: list[dict[str, Any]]) -> list[str]:
         for n in names:
             scores = [r["score"] for r in got if r["data"] == n and "score" in r]
             cells.append(_mean_sd(scores))
-        cpu = " / ".join(f"{np.mean([r['cpu_s'] for r in got if r['data'] == n]):.0f}"
+        cpu = " / ".join(f"{np.mean([r['cpu_s'] for r in got if r['data'] == n]):.1f}"
                          for n in names if any(r["data"] == n for r in got))
         out.append(f"| {method} | " + " | ".join(cells) + f" | {cpu} |")
     return out
