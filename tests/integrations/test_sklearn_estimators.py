@@ -90,6 +90,9 @@ def test_imputer_takes_dataframes_and_gives_them_back(one_thread) -> None:
     out = imputer.fit_transform(frame)
     assert list(out.columns) == list(frame.columns) and not out.isna().any().any()
     assert list(imputer.feature_names_in_) == list(frame.columns)
+    flagged = _small(VAEImputer, add_indicator=True).fit(holes)  # as scikit-learn's imputers
+    assert flagged.transform(holes).shape == (60, 12)
+    assert flagged.get_feature_names_out()[-1] == "missingindicator_x5"
 
 
 def test_imputer_in_a_pipeline_and_a_grid_search(one_thread) -> None:

@@ -526,6 +526,8 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, _VAEEstimator):
         Draws of q(z|x) per row when imputing.
     sample_posterior : bool, default=False
         Fill with a draw of the conditional distribution instead of its mean.
+    add_indicator : bool, default=False
+        Append ``MissingIndicator``'s columns (as scikit-learn's imputers do).
     random_state : int, RandomState or None, default=0
         Seeds the training and the imputation's draws.
     device : {"cpu", "cuda", "auto"}, default="cpu"
@@ -550,6 +552,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, _VAEEstimator):
         **_VAEEstimator._parameter_constraints,
         "likelihood": [StrOptions({"mixed", "masked"})],
         "sample_posterior": ["boolean"],
+        "add_indicator": ["boolean"],
     }
 
     def __init__(
@@ -570,6 +573,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, _VAEEstimator):
         lr: float = 1e-3,
         importance_samples: int = 100,
         sample_posterior: bool = False,
+        add_indicator: bool = False,
         random_state: Any = 0,
         device: str = "cpu",
     ) -> None:
@@ -588,6 +592,7 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, _VAEEstimator):
         self.lr = lr
         self.importance_samples = importance_samples
         self.sample_posterior = sample_posterior
+        self.add_indicator = add_indicator
         self.random_state = random_state
         self.device = device
 
@@ -600,14 +605,32 @@ class VAEImputer(OneToOneFeatureMixin, TransformerMixin, _VAEEstimator):
         """Train on the rows of ``X`` (n_samples, n_features); NaN cells are missing."""
         self._validate_params()
         self._fit_model(X)
+        self.indicator_ = None
+        if self.add_indicator:
+            from sklearn.impute import MissingIndicator
+
+            raw = check_array(X, dtype=np.float64, ensure_all_finite="allow-nan")
+            self.indicator_ = MissingIndicator(error_on_new=False).fit(raw)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
         """``X`` with every NaN cell imputed (n_samples, n_features) float64; observed cells
-        as given."""
+        as given. With ``add_indicator``, followed by ``MissingIndicator``'s columns (one per
+        feature that had missing values in ``fit``)."""
         X = self._check(X)
         filled = self._impute(X, draws=1 if self.sample_posterior else 0)[0]
-        return np.where(np.isnan(X), filled, X)
+        out = np.where(np.isnan(X), filled, X)
+        if getattr(self, "indicator_", None) is not None:
+            out = np.hstack([out, self.indicator_.transform(X).astype(np.float64)])
+        return out
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """The input's feature names, then ``missingindicator_NAME`` for each indicator."""
+        names = super().get_feature_names_out(input_features)
+        if getattr(self, "indicator_", None) is None:
+            return names
+        indicator = self.indicator_.get_feature_names_out(names)
+        return np.concatenate([names, indicator])
 
     def multiple_imputations(self, X: Any, n_imputations: int = 5) -> list[np.ndarray]:
         """``n_imputations`` completed copies of ``X``, each NaN cell a draw from its

@@ -266,6 +266,9 @@ class Study:
             raise
         except VarfamError as e:
             return record.failed(str(e), progress)
+        except BaseException as e:  # a programming error or Ctrl-C: the study says so, too
+            record.failed(f"{type(e).__name__}: {e}", progress)
+            raise
         if prune is not None and prune.pruned_after is not None:  # pruned at the last epoch
             return record.pruned(prune, progress)
         values_out = measure.values(result)
@@ -292,8 +295,12 @@ class Study:
                 print(f"best: trial {best.number}, {self.objectives[0]} {best.value:.3f}; "
                       f"its config: {self.out / 'best.toml'}", file=sys.stderr)
         else:
-            for t in self.study.best_trials:
-                path = self.out / "pareto" / f"trial-{t.number:04d}.toml"
+            front = {self.out / "pareto" / f"trial-{t.number:04d}.toml": t
+                     for t in self.study.best_trials}
+            for old in (self.out / "pareto").glob("trial-*.toml"):
+                if old not in front:  # no longer on the front
+                    old.unlink()
+            for path, t in front.items():
                 write_text_atomic(path, self.best_toml(t, path))
             if progress:
                 print(f"Pareto front: {len(self.study.best_trials)} trials; their configs in "
