@@ -69,7 +69,8 @@ margin:0}
 .stat dt{font-size:.78rem;color:var(--muted);margin:0}
 .stat dd{margin:0;font-size:1.35rem;font-weight:650;font-variant-numeric:tabular-nums;
 white-space:nowrap}
-.stat dd small{font-size:.75rem;font-weight:400;color:var(--muted)}
+.stat dd small{font-size:.75rem;font-weight:400;color:var(--muted);white-space:normal;
+display:inline-block;line-height:1.25}
 .stat dd .se{font-size:.85rem;font-weight:500}
 .facts{margin:8px 0 0;font-size:.88rem;color:var(--muted)}
 ul.verdicts{margin:8px 0 0;padding-left:18px}
