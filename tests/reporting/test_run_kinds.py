@@ -1,7 +1,6 @@
 """The headline of the two other kinds of run, in Chromium at 1280×800 without scrolling:
 a table run (its numbers and the real-against-generated marginals) and a labelled run
-(the classifier's accuracy and the samples per class); no network request either way.
-Slow: two runs trained from scratch (about 40 s on the 2-core machine)."""
+(the classifier's accuracy and the samples per class); no network request either way."""
 
 from __future__ import annotations
 
@@ -14,8 +13,6 @@ from _pages import keep_screenshot, opened
 
 from varfam.cli import main
 from varfam.runs.metrics import read_metrics
-
-pytestmark = pytest.mark.slow
 
 
 def _table(path: Path, n: int = 240) -> Path:
