@@ -120,13 +120,11 @@ def train(
     and/or keywords; those left unset are chosen from the data
     (:func:`varfam.training.defaults.resolved`: for a table the IWAE recipe with a
     validation split and early stopping) and recorded so in ``config.json``. With
-    ``out`` the run folder receives ``config.json``, ``metrics.jsonl``,
-    ``model.safetensors`` and ``checkpoint.safetensors`` after every epoch (the folder
-    is locked against a second training meanwhile);
-    ``resume=True`` continues from that checkpoint exactly. A folder that holds a run
-    already is replaced (its files deleted when training starts), or with
-    ``overwrite=False`` refused before anything is done. SIGINT/SIGTERM save
-    the state reached and raise :class:`TrainingInterrupted`.
+    ``out`` the run folder (locked meanwhile) receives ``config.json``, ``metrics.jsonl``,
+    ``model.safetensors`` and ``checkpoint.safetensors`` after every epoch;
+    ``resume=True`` continues from that checkpoint exactly. A run already in ``out`` is
+    replaced, or with ``overwrite=False`` refused before anything is done.
+    SIGINT/SIGTERM save the state reached and raise :class:`TrainingInterrupted`.
 
     ``progress``: print one line per epoch to stderr, with a progress bar when
     stderr is a terminal. ``callbacks``: :class:`~varfam.training.callbacks.Callback`
