@@ -43,6 +43,7 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "base.toml", tmp_path / "space.toml"
 
 
+@pytest.mark.slow  # two processes each start Python, torch and optuna: about 17 s
 def test_two_processes_share_one_sqlite_study(files, tmp_path) -> None:
     """Two `varfam tune` processes on one study folder (its SQLite storage): the trials
     are numbered once each, and together they are the total asked for."""
