@@ -147,6 +147,7 @@ def test_resume_of_finished_run(capsys, digits_run, tmp_path) -> None:
     assert "already finished 2 epochs" in msg and "--epochs" in msg
 
 
+@pytest.mark.slow  # fresh interpreters, one per command: about 4 s
 def test_subprocess_exit_code_and_no_traceback(tmp_path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "varfam", "eval", str(tmp_path / "missing")],

@@ -23,6 +23,7 @@ def test_all_four_are_registered_with_descriptions() -> None:
         assert entry.description and "\n" not in entry.description
 
 
+@pytest.mark.slow  # reads and splits all 5,000 digits twice: about 6 s
 def test_mnist5k_split_and_determinism() -> None:
     ds = load_dataset("mnist5k")
     assert ds.train.shape == (4500, 1, 28, 28) and ds.test.shape == (500, 1, 28, 28)

@@ -69,7 +69,7 @@ def _with_hidden_labels(iris: Path) -> pd.DataFrame:
     return frame
 
 
-@pytest.mark.parametrize("which", ["conditioned", "m2"])
+@pytest.mark.parametrize("which", [pytest.param("conditioned", marks=pytest.mark.slow), "m2"])
 def test_a_labelled_table_run_is_whole_and_usable(which: str, request: pytest.FixtureRequest,
                                                   iris: Path, tmp_path: Path) -> None:
     out = request.getfixturevalue(which)
