@@ -93,6 +93,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow  # kept out of make test's 4-minute budget
 def test_named_dataset_with_factors(cache: Path) -> None:
     data = load_dataset("dsprites", data_dir=str(cache))
     assert data.data_shape == (1, 64, 64)

@@ -113,6 +113,7 @@ def test_sap_continuous(cases) -> None:
     assert sap(*cases["noise"], continuous_factors=True)["sap"] < 0.01
 
 
+@pytest.mark.slow  # kept out of make test's 4-minute budget
 def test_dci_known_cases(cases) -> None:
     # two factors (3 and 6 classes): the boosted trees cost about 1 ms each per class
     kw = {"num_train": 400, "num_test": 200}

@@ -124,6 +124,7 @@ def test_storage_that_cannot_be_opened(files, tmp_path, capsys, url, needle) -> 
     _one_line(code, err, needle)
 
 
+@pytest.mark.slow  # kept out of make test's 4-minute budget
 def test_existing_study_with_another_space(files, tmp_path, capsys) -> None:
     """Joining a study of the same name with another space says what differs."""
     base, space = files

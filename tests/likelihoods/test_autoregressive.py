@@ -230,6 +230,7 @@ def test_bad_options_and_shapes_are_user_errors(shape, options, fragment) -> Non
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow  # kept out of make test's 4-minute budget
 def test_a_model_learns_and_its_likelihood_bound_is_above_its_elbo() -> None:
     torch.manual_seed(0)
     shape = (1, 8, 8)

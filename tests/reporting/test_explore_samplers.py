@@ -74,6 +74,7 @@ def test_the_api_draws_from_the_sampler_asked_for(run: Path) -> None:
         assert json.loads(e.value.read())["error"].startswith("sampler must be one of")
 
 
+@pytest.mark.slow  # kept out of make test's 4-minute budget
 def test_the_picker_in_chromium(run: Path) -> None:
     executable = chromium()
     sync_api = pytest.importorskip("playwright.sync_api",

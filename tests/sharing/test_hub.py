@@ -139,6 +139,7 @@ def test_every_run_command_takes_a_hub_run(hub, run, tmp_path, monkeypatch, caps
     capsys.readouterr()
 
 
+@pytest.mark.slow  # kept out of make test's 4-minute budget
 def test_offline_command_in_a_fresh_process(hub, run, tmp_path):
     """HF_HUB_OFFLINE=1 and HF_HOME as a user sets them, read by a new interpreter."""
     cache_run(hub, run)

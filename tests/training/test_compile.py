@@ -111,6 +111,7 @@ def test_the_compiled_dreg_step_with_a_gaussian_prior_has_the_eager_gradients(pr
 
 
 @pytest.mark.parametrize("prior", ["standard", "learned", "mog", "vamp"])
+@pytest.mark.slow  # kept out of make test's 4-minute budget
 def test_the_dreg_step_is_one_graph_with_every_gaussian_prior(prior: str) -> None:
     """The closed-form KL's rule is looked up without a graph break (torch's lookup, on the
     first use of a pair of types, cannot be traced): DReG's hook then sits in the graph
@@ -172,6 +173,7 @@ def test_a_dreg_step_that_cannot_be_one_graph_is_compiled_with_z_drawn_apart() -
     ("diagonal", "bernoulli"), ("realnvp", "bernoulli"), ("hierarchical", "bernoulli"),
     ("diagonal", "autoregressive-bernoulli"),
 ])
+@pytest.mark.slow  # kept out of make test's 4-minute budget
 def test_the_bf16_dreg_step_is_one_graph(family: str, likelihood: str) -> None:
     """No graph break in the step a compiled record run takes (bf16 autocast, DReG, a
     VampPrior): a break splits the step into pieces and loses most of the speed-up."""
