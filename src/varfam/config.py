@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 import warnings
@@ -33,7 +35,7 @@ import tomllib
 from varfam.errors import VarfamError, suggest
 
 __all__ = ["ModelConfig", "DataConfig", "TrainConfig", "RunConfig", "load_toml", "from_dict",
-           "option", "DATA_FIELDS"]
+           "option", "DATA_FIELDS", "toml_key", "toml_value"]
 
 CONFIG_VERSION = 1
 
@@ -498,6 +500,45 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
         else:
             kwargs[key] = _check_type(value, tp, f"{where}.{key}")
     return cls(**kwargs)
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def toml_key(key: str) -> str:
+    """``key`` as a TOML key: bare where it can be, else quoted."""
+    return key if _BARE_KEY.match(key) else json.dumps(key)
+
+
+def toml_value(value: Any) -> str:
+    """``value`` (a config value: JSON-like) as TOML; ``None`` inside lists and tables is
+    left out (TOML has no null, and a key left out takes its default).
+
+    >>> toml_value({"a": 1, "b": [1.5, "x"], "c": None})
+    '{ a = 1, b = [1.5, "x"] }'
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        items = [f"{toml_key(str(k))} = {toml_value(v)}" for k, v in value.items()
+                 if v is not None]
+        return "{ " + ", ".join(items) + " }" if items else "{}"
+    if isinstance(value, (list, tuple)):
+        inner = [toml_value(v) for v in value if v is not None]
+        if any(isinstance(v, dict) for v in value):
+            return "[\n" + "".join(f"  {v},\n" for v in inner) + "]"
+        return "[" + ", ".join(inner) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

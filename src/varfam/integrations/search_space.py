@@ -46,7 +46,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from varfam.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_toml
+from varfam.config import (
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    load_toml,
+    toml_key,
+    toml_value,
+)
 from varfam.errors import VarfamError, suggest
 
 __all__ = ["OBJECTIVES", "SearchSpace", "Param", "config_toml", "PARTS"]
@@ -240,7 +248,7 @@ class SearchSpace:
                 try:
                     self.apply(base, {p.name: probe})
                 except VarfamError as e:
-                    raise VarfamError(f"{where}: {p.name} = {_toml_value(p.value(probe))} "
+                    raise VarfamError(f"{where}: {p.name} = {toml_value(p.value(probe))} "
                                       f"does not make a valid config: {e}") from None
 
 
@@ -307,10 +315,10 @@ def _entry(name: str, section: str, field: str, option: str | None,
             raise VarfamError(f"{at} lists no choices; give at least one")
         choices = tuple(_choice(c, tp, at) for c in spec)
         if len(set(map(repr, choices))) != len(choices):
-            raise VarfamError(f"{at} lists a choice twice: {_toml_value(spec)}")
+            raise VarfamError(f"{at} lists a choice twice: {toml_value(spec)}")
         return Param(name, section, field, option, when, "categorical", choices=choices)
     if not isinstance(spec, dict):
-        raise VarfamError(f"{at} = {_toml_value(spec)}: give a range {{low = …, high = …}} or "
+        raise VarfamError(f"{at} = {toml_value(spec)}: give a range {{low = …, high = …}} or "
                           "a list of choices (fixed values belong in the base config)")
     unknown = [k for k in spec if k not in RANGE_KEYS]
     if unknown:
@@ -323,9 +331,9 @@ def _entry(name: str, section: str, field: str, option: str | None,
     for k, v in (("low", low), ("high", high), ("step", step)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
                               or not math.isfinite(v)):
-            raise VarfamError(f"{at}: {k} must be a finite number, got {_toml_value(v)}")
+            raise VarfamError(f"{at}: {k} must be a finite number, got {toml_value(v)}")
     if not isinstance(log, bool):
-        raise VarfamError(f"{at}: log must be true or false, got {_toml_value(log)}")
+        raise VarfamError(f"{at}: log must be true or false, got {toml_value(log)}")
     if tp not in (None, int, float):
         raise VarfamError(f"{at}: a range needs a number field; give a list of choices")
     kind = "int" if tp is int or (tp is None and all(
@@ -355,14 +363,14 @@ def _choice(c: Any, tp: Any, at: str) -> Any:
             ok = False
         if not ok or any(isinstance(w, bool) for w in widths):
             raise VarfamError(f"{at}: each choice is a list of widths such as [512, 256], "
-                              f"got {_toml_value(c)}")
+                              f"got {toml_value(c)}")
         return ",".join(str(int(w)) for w in widths)
     if isinstance(c, (list, dict)):
         if tp is not None:
-            raise VarfamError(f"{at}: a choice must be one value, got {_toml_value(c)}")
+            raise VarfamError(f"{at}: a choice must be one value, got {toml_value(c)}")
         return "json:" + json.dumps(c, sort_keys=True)
     if tp is bool and not isinstance(c, bool):
-        raise VarfamError(f"{at}: the choices are true or false, got {_toml_value(c)}")
+        raise VarfamError(f"{at}: the choices are true or false, got {toml_value(c)}")
     return c
 
 
@@ -374,33 +382,6 @@ def _probes(p: Param) -> list[Any]:
 
 
 # ---------------------------------------------------------------- writing TOML
-def _toml_key(key: str) -> str:
-    return key if key and all(ch.isalnum() or ch in "_-" for ch in key) else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    """``value`` as a TOML value (inline tables for dicts; ``None`` inside them left out)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
-    if isinstance(value, dict):
-        items = [f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items()
-                 if v is not None]
-        return "{" + ", ".join(items) + "}"
-    raise TypeError(f"no TOML form for {value!r}")
-
-
 def config_toml(cfg: RunConfig, header: str = "") -> str:
     """``cfg`` as the TOML file that ``varfam train --config`` reads back as ``cfg``.
 
@@ -416,5 +397,5 @@ def config_toml(cfg: RunConfig, header: str = "") -> str:
         for key, value in changed.items():
             if value is None:
                 raise VarfamError(f"{section}.{key} is null, which a TOML file cannot say")
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+            lines.append(f"{toml_key(key)} = {toml_value(value)}")
     return "\n".join(lines) + "\n"

@@ -29,13 +29,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
-import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from varfam.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from varfam.config import DataConfig, ModelConfig, RunConfig, TrainConfig, toml_key, toml_value
 from varfam.reporting.markup import cell_table, copy_block, details, esc, value_html
 
 __all__ = ["SECTIONS", "Difference", "differences", "Reproduction", "reproduction",
@@ -188,44 +186,13 @@ def reproduction(cfg: RunConfig) -> Reproduction:
 
 
 # ---------------------------------------------------------------- TOML
-_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _key(key: str) -> str:
-    return key if _BARE.match(key) else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict):
-        items = [f"{_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None]
-        return "{ " + ", ".join(items) + " }" if items else "{}"
-    if isinstance(value, (list, tuple)):
-        inner = [_toml_value(v) for v in value]
-        if any(isinstance(v, dict) for v in value):
-            return "[\n" + "".join(f"  {v},\n" for v in inner) + "]"
-        return "[" + ", ".join(inner) + "]"
-    raise TypeError(f"no TOML for {value!r}")  # pragma: no cover - config values are JSON
-
-
 def toml_text(sections: dict[str, dict[str, Any]]) -> str:
     """A TOML file with a ``[section]`` per entry of ``sections`` (``None`` values left out:
     TOML has no null, and a key left out takes its default)."""
     out = []
     for section, values in sections.items():
         out.append(f"[{section}]")
-        out += [f"{_key(k)} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+        out += [f"{toml_key(k)} = {toml_value(v)}" for k, v in values.items() if v is not None]
         out.append("")
     return "\n".join(out)
 
