@@ -41,14 +41,16 @@ demo: $(STAMP)
 		echo "runs/demo holds a trained run already: open runs/demo/report.html (to train it again: rm -r runs/demo && make demo)"; \
 	else $(BIN)/varfam train --out runs/demo; fi
 
-# make test: the CI suite without the tests marked slow (under 4 minutes on 2 cores);
+# make test: the CI suite without the tests marked slow (under 4 minutes on 2 cores: about
+# 2 minutes with one pytest-xdist worker per core, 4 in one process);
 # make test-all: everything, including the slow tier (torchrun, signals, compile-heavy
-# tests, the full composition product).
+# tests, the full composition product). PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" -n $(PYTEST_WORKERS)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 # make docs: the documentation site (MkDocs Material + mkdocstrings; the `docs` extra,
 # installed into .venv on first use) built with --strict into site/.
