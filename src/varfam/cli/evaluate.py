@@ -34,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the draws (default 0)")
     p.add_argument("--memory-mb", type=positive_float, default=8.0,
                    help="decoder output per importance-sampling chunk (default 8 MB, cache-sized)")
+    p.add_argument("--iw-precision", choices=("fp32", "bf16"), default="fp32",
+                   help="precision of the decoder's networks in importance sampling (default "
+                        "fp32; bf16 is faster on hardware with fast bf16, at a small bias "
+                        "measured in docs/performance.md)")
     p.add_argument("--mi-examples", type=positive_int, default=500, metavar="M",
                    help="examples whose aggregate posterior gives I(x; z) (default 500)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -98,7 +102,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _eval_samples(args, model, cfg)
     data = run_eval_data(cfg, args.data)
     m = evaluate(model, data, iw=args.iw, limit=args.limit, seed=args.seed,
-                 memory_mb=args.memory_mb, mi_examples=args.mi_examples)
+                 memory_mb=args.memory_mb, mi_examples=args.mi_examples,
+                 iw_precision=args.iw_precision)
     if not args.no_record:
         append_eval_line(args.run, m, source="eval", data=args.data or cfg.data.source,
                          limit=args.limit, seed=args.seed)
@@ -106,7 +111,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({"run": args.run, "data": args.data or cfg.data.source, **m}))
         return 0
     print(f"{args.run}: {m['n']} test examples of {args.data or cfg.data.source}, "
-          f"K = {m['iw']} importance samples ({m['seconds']:.1f} s)")
+          f"K = {m['iw']} importance samples"
+          f"{' decoded in bf16' if m['log_likelihood_precision'] == 'bf16' else ''} "
+          f"({m['seconds']:.1f} s)")
     given = "|y" if m.get("conditional") else ""  # a run conditioned on labels: p(x|y)
     if given:
         print("  (conditioned on the test labels y: q(z|x, y), p(z|y), p(x|z, y))")

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from varfam.errors import VarfamError
-from varfam.evaluation.importance import block_sizes, weighed_draws
+from varfam.evaluation.importance import block_sizes, check_precision, weighed_draws
 from varfam.objectives import kl_per_dimension, kl_term
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -152,6 +152,7 @@ def importance_sampling(
     memory_mb: float = 8.0,
     seed: int | None = None,
     y: Tensor | None = None,
+    precision: str = "fp32",
 ) -> ImportanceSampling:
     """K importance samples per example of ``x`` (N, *data_shape), vectorized over examples.
 
@@ -165,7 +166,10 @@ def importance_sampling(
     ``memory_mb`` (``batch_size``/``k_chunk`` override; see
     :mod:`varfam.evaluation.importance`), and the blocks are combined with a running
     log-sum-exp in float64. With ``seed`` the draws are reproducible and torch's global
-    random state is left untouched.
+    random state is left untouched. ``precision="bf16"`` runs the decoder's networks
+    under bf16 autocast (the draws, q, p(z) and the log-density of x stay fp32): faster
+    where the hardware has fast bf16, at a bias that ``benchmarks/loglik_precision.py``
+    measures; fp32 is the default.
 
     >>> import varfam
     >>> model = varfam.VAE.build(data_shape=(1, 8, 8), latent_dim=2, hidden=(16,))
@@ -175,13 +179,15 @@ def importance_sampling(
     """
     if k < 1:
         raise VarfamError(f"the number of importance samples must be at least 1, got {k}")
+    check_precision(precision)
     with model.evaluating(seed):
         x = x.to(model.device, torch.float32)
         n = x.shape[0]
         rows, samples = block_sizes(model, n, k, memory_mb, rows=batch_size, samples=k_chunk)
         lse = torch.full((n,), -math.inf, dtype=torch.float64, device=x.device)
         total = torch.zeros(n, dtype=torch.float64, device=x.device)
-        for draws in weighed_draws(model, x, k, rows=rows, samples=samples, y=y):
+        for draws in weighed_draws(model, x, k, rows=rows, samples=samples, y=y,
+                                   precision=precision):
             lse = torch.logaddexp(lse, torch.logsumexp(draws.log_w, 0))
             total += draws.log_w.sum(0)
     return ImportanceSampling((lse - math.log(k)).cpu(), (total / k).cpu(), k)
@@ -196,13 +202,15 @@ def importance_sampled_log_likelihood(
     k_chunk: int | None = None,
     memory_mb: float = 8.0,
     seed: int | None = None,
+    precision: str = "fp32",
 ) -> Tensor:
     """Per-example ``log p(x) ≈ logsumexp_k log w_k - log K`` (N,), float64 nats.
 
-    See :func:`importance_sampling` for the sampling and chunking.
+    See :func:`importance_sampling` for the sampling, the chunking and ``precision``.
     """
     return importance_sampling(
-        model, x, k, batch_size=batch_size, k_chunk=k_chunk, memory_mb=memory_mb, seed=seed
+        model, x, k, batch_size=batch_size, k_chunk=k_chunk, memory_mb=memory_mb, seed=seed,
+        precision=precision,
     ).log_likelihood
 
 
@@ -377,6 +385,7 @@ class Effort:
     memory_mb: float = 8.0
     mi_examples: int = 500
     probe_examples: int = 10000
+    iw_precision: str = "fp32"
 
 
 def evaluate(
@@ -392,6 +401,7 @@ def evaluate(
     memory_mb: float = 8.0,
     mi_examples: int = 500,
     probe_examples: int = 10000,
+    iw_precision: str = "fp32",
 ) -> dict[str, Any]:
     """Every measure of the module on the test examples of ``data``; one flat JSON-able dict.
 
@@ -401,7 +411,9 @@ def evaluate(
     given: binarize it as in training first (:func:`varfam.runs.folder.run_eval_data` does).
     ``limit`` keeps the first N test examples; ``iw`` is K (0 skips importance
     sampling); the mutual information uses the first ``mi_examples`` and the
-    probe at most ``probe_examples`` training examples. Values are nats per
+    probe at most ``probe_examples`` training examples; ``iw_precision`` is the
+    decoder's precision in importance sampling (``"fp32"``, or ``"bf16"``: see
+    :func:`importance_sampling`), recorded as ``log_likelihood_precision``. Values are nats per
     example (means over examples, ``*_se`` their standard errors); entries that
     do not apply are ``None``.
     """
@@ -409,9 +421,11 @@ def evaluate(
     if ex.x.shape[0] < 1:
         raise VarfamError("there are no test examples to evaluate; check --data and --limit")
     model.check_data(ex.x, "the test data", values=True)
+    check_precision(iw_precision)
     t0 = time.perf_counter()
     with model.evaluating(seed):
-        out = _measure(model, ex, Effort(iw, memory_mb, mi_examples, probe_examples))
+        out = _measure(model, ex, Effort(iw, memory_mb, mi_examples, probe_examples,
+                                         iw_precision))
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -454,6 +468,7 @@ def _elbo(model: VAE, x: Tensor, y: Tensor | None, iw: int) -> dict[str, Any]:
         "n": int(x.shape[0]),
         "latent_dim": int(model.latent_dim),
         "iw": int(iw),
+        "log_likelihood_precision": None,
         "elbo": elbo,
         "elbo_se": _finite(elbo_se),
         "reconstruction": float(recon.mean()),
@@ -468,10 +483,12 @@ def _elbo(model: VAE, x: Tensor, y: Tensor | None, iw: int) -> dict[str, Any]:
 
 def _importance(model: VAE, x: Tensor, y: Tensor | None, effort: Effort) -> dict[str, Any]:
     """log p(x) (log p(x|y) given labels), the ELBO of the same draws and the gap."""
-    res = importance_sampling(model, x, effort.iw, memory_mb=effort.memory_mb, y=y)
+    res = importance_sampling(model, x, effort.iw, memory_mb=effort.memory_mb, y=y,
+                              precision=effort.iw_precision)
     ll, ll_se = _mean_se(res.log_likelihood)
     gap, gap_se = _mean_se(res.log_likelihood - res.elbo)
     return {"log_likelihood": ll, "log_likelihood_se": _finite(ll_se),
+            "log_likelihood_precision": effort.iw_precision,
             "elbo_iw_samples": float(res.elbo.mean()),
             "inference_gap": gap, "inference_gap_se": _finite(gap_se)}
 
@@ -486,9 +503,11 @@ def _classifier(model: VAE, ex: Examples, y: Tensor | None, effort: Effort) -> d
         out["accuracy"] = accuracy(model, ex.x, ex.labels)
     if effort.iw > 0:
         mll, mll_se = _mean_se(
-            marginal_importance_sampling(model, ex.x, effort.iw, memory_mb=effort.memory_mb)
+            marginal_importance_sampling(model, ex.x, effort.iw, memory_mb=effort.memory_mb,
+                                         precision=effort.iw_precision)
         )
-        out.update(marginal_log_likelihood=mll, marginal_log_likelihood_se=_finite(mll_se))
+        out.update(marginal_log_likelihood=mll, marginal_log_likelihood_se=_finite(mll_se),
+                   log_likelihood_precision=effort.iw_precision)
         if y is None:
             out.update(log_likelihood=mll, log_likelihood_se=_finite(mll_se))
     return out
@@ -523,7 +542,8 @@ def _latents(model: VAE, ex: Examples, y: Tensor | None, effort: Effort) -> dict
 
 
 def marginal_importance_sampling(
-    model: VAE, x: Tensor, k: int, *, memory_mb: float = 8.0, seed: int | None = None
+    model: VAE, x: Tensor, k: int, *, memory_mb: float = 8.0, seed: int | None = None,
+    precision: str = "fp32",
 ) -> Tensor:
     """``log p(x) = log Σ_y p(y) p(x|y)`` per example of ``x`` (N,), float64 nats.
 
@@ -536,7 +556,8 @@ def marginal_importance_sampling(
     for label in range(c):
         y = torch.full((x.shape[0],), label, dtype=torch.long)
         res = importance_sampling(
-            model, x, k, y=y, memory_mb=memory_mb, seed=None if seed is None else seed + label
+            model, x, k, y=y, memory_mb=memory_mb, seed=None if seed is None else seed + label,
+            precision=precision,
         )
         per_class.append(res.log_likelihood)
     return torch.logsumexp(torch.stack(per_class), 0) - math.log(c)

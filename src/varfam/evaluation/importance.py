@@ -13,6 +13,11 @@ Draws are taken one at a time for all the given rows at once, so the numbers do 
 depend on how many are decoded together; the decoder runs on blocks of ``(samples,
 rows)`` latents sized by :func:`block_sizes`, the one memory rule.
 
+Precision: everything runs in fp32 unless ``precision="bf16"`` is asked for; then the
+decoder's networks (not the encoder, not q or p(z), not the log-density of x) run under
+bf16 autocast. The draws are then the same as in fp32 (the encoder is), and only
+log p(x|z) moves; ``benchmarks/loglik_precision.py`` measures by how much.
+
 >>> import torch, varfam
 >>> model = varfam.VAE.build(data_shape=(1, 8, 8), latent_dim=2, hidden=(16,)).eval()
 >>> x = torch.rand(3, 1, 8, 8).round()
@@ -32,10 +37,24 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from varfam.errors import VarfamError
+from varfam.parts.precision import autocast
+
 if TYPE_CHECKING:  # pragma: no cover
     from varfam.model import VAE
 
-__all__ = ["block_sizes", "weighed_draws", "WeighedDraws"]
+__all__ = ["block_sizes", "weighed_draws", "WeighedDraws", "PRECISIONS", "check_precision"]
+
+#: the precisions an importance-sampled estimate can decode in (fp32 is the default)
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a one-line :class:`VarfamError`."""
+    if precision not in PRECISIONS:
+        raise VarfamError(f"the decoding precision of importance sampling must be one of "
+                          f"{', '.join(PRECISIONS)}; got {precision!r}")
+    return precision
 
 
 def block_sizes(model: VAE, n: int, k: int, memory_mb: float, *, rows: int | None = None,
@@ -67,15 +86,18 @@ class WeighedDraws:
 
 
 def weighed_draws(model: VAE, x: Tensor, k: int, *, rows: int, samples: int,
-                  y: Tensor | None = None, decoded: bool = False) -> Iterator[WeighedDraws]:
+                  y: Tensor | None = None, decoded: bool = False,
+                  precision: str = "fp32") -> Iterator[WeighedDraws]:
     """``k`` draws of q(z|x) per row of ``x`` (N, *data_shape), weighed, ``samples`` at a time.
 
     ``x`` is on the model's device; the decoder reads ``rows`` rows at a time (see
     :func:`block_sizes`). ``y`` (N,): the labels of a model conditioned on labels (then
     ``q(z|x, y)`` and ``p(x|z, y) p(z|y)``). ``decoded``: also return p(x|z), which needs
-    every row in one block (``rows >= N``). Call it in eval mode, under no_grad or
+    every row in one block (``rows >= N``). ``precision="bf16"`` decodes under bf16
+    autocast (see the module's text). Call it in eval mode, under no_grad or
     inference_mode.
     """
+    bf16 = check_precision(precision) == "bf16"
     n = x.shape[0]
     if decoded and rows < n:
         raise ValueError(f"decoded=True needs all {n} rows in one block, got rows={rows}")
@@ -96,10 +118,11 @@ def weighed_draws(model: VAE, x: Tensor, k: int, *, rows: int, samples: int,
         log_w = torch.stack(lws).float()  # (m, N)
         px = None
         for j, i in enumerate(range(0, n, rows)):
-            ll, px = model.decoded_log_likelihood(
-                x[i : i + rows], z[:, i : i + rows], observed[j],
-                None if y is None else y[i : i + rows],
-            )
+            with autocast(x.device, bf16):  # the decoder's networks; densities stay fp32
+                ll, px = model.decoded_log_likelihood(
+                    x[i : i + rows], z[:, i : i + rows], observed[j],
+                    None if y is None else y[i : i + rows],
+                )
             log_w[:, i : i + rows] += ll
         yield WeighedDraws(z, log_w.double(), px if decoded else None)
         done += m
