@@ -111,6 +111,11 @@ class ModelConfig:
     classes: tuple[str, ...] = ()
     #: A classifier q(y|x) for semi-supervised data (labels hidden for some examples).
     classifier: bool = False
+    #: Written by varfam, not an option: the parts left unset (``arch``, ``likelihood``,
+    #: ``prior``) that were chosen for the data or the family, with ``prior_options.KEY``
+    #: for an option of a family's natural prior; the report shows them apart from what
+    #: the user set (see :attr:`TrainConfig.chosen_from_data`).
+    chosen_from_data: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.data_shape = tuple(int(s) for s in self.data_shape)
@@ -294,6 +299,12 @@ class TrainConfig:
         "batch", "with --labelled: weigh a batch's labelled rows as their share of the batch "
         "(default; they count as often as they are drawn) or of the data (the paper's sum "
         "over the data)", choices=LABELLED_WEIGHTS)
+    #: Written by varfam, not an option: the settings above that were left unset and
+    #: chosen from the data (:func:`varfam.training.defaults.resolved`), by field name,
+    #: with ``objective_options.KEY`` for an objective option it added. The report shows
+    #: them apart from what the user set, and the command that trains the run again
+    #: leaves them to the data.
+    chosen_from_data: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.epochs < 1:

@@ -45,6 +45,11 @@ def _full_precision(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
+def _unset_parts(cfg: ModelConfig) -> set[str]:
+    """The parts ``cfg`` leaves to be chosen (``None``): architecture, likelihood, prior."""
+    return {name for name in ("arch", "likelihood", "prior") if getattr(cfg, name) is None}
+
+
 class VAE(nn.Module):
     """A variational autoencoder made of five parts.
 
@@ -89,6 +94,7 @@ class VAE(nn.Module):
         ``classifier`` (see :mod:`varfam.nets.conditioning`).
         """
         cfg = ModelConfig(**{**(config.__dict__ if config else {}), **overrides})
+        unset = _unset_parts(cfg)
         cfg.arch = cfg.arch or "mlp"  # what VAE.for_data chooses for data that is not a table
         cfg.likelihood = cfg.likelihood or "bernoulli"
         likelihood = LIKELIHOODS.build(
@@ -105,10 +111,14 @@ class VAE(nn.Module):
         if cfg.prior is None:  # the family's natural prior (N(0, I), the sphere, a categorical)
             cfg.prior = family.default_prior
         if cfg.prior == family.default_prior:  # e.g. K and temperature of a relaxed categorical
+            if "prior" in unset:
+                unset |= {f"prior_options.{k}" for k in family.default_prior_options
+                          if k not in cfg.prior_options}
             cfg.prior_options = {
                 **family.default_prior_options,
                 **cfg.prior_options,
             }
+        cfg.chosen_from_data = sorted(set(cfg.chosen_from_data) | unset)
         if c and "n_classes" in accepted_options(PRIORS.get(cfg.prior)):  # p(z|y) per class
             cfg.prior_options = {"n_classes": c, **cfg.prior_options}
         prior = PRIORS.build(
@@ -139,6 +149,7 @@ class VAE(nn.Module):
         """
         cfg = ModelConfig(**copy.deepcopy({**(config.__dict__ if config else {}), **overrides}))
         cfg.data_shape = tuple(data.data_shape)
+        cfg.chosen_from_data = sorted(set(cfg.chosen_from_data) | _unset_parts(cfg))
         configure_model(cfg, data)
         configure_labels(cfg, data)
         return cls.build(cfg)

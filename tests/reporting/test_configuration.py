@@ -20,12 +20,14 @@ from varfam.config import RunConfig
 from varfam.data import load_data
 from varfam.model import VAE
 from varfam.reporting.configuration import (
+    chosen_from_data,
     configuration_html,
     differences,
     reproduction,
     toml_text,
 )
 from varfam.runs.checkpoint import load_run_config
+from varfam.training.defaults import resolved
 
 
 def _parse(argv: list[str]) -> RunConfig:
@@ -39,10 +41,12 @@ def _columns(cfg: RunConfig) -> list[Any] | None:
 
 
 def _trained(cfg: RunConfig) -> RunConfig:
-    """What a run trained from ``cfg`` records: the model as the data fills it in."""
+    """What a run trained from ``cfg`` records: the model as the data fills it in, and the
+    training settings left unset chosen from the data."""
     data = load_data(cfg.data, seed=cfg.train.seed, validation=cfg.train.validation or 0,
                      columns=_columns(cfg))
-    return RunConfig(model=VAE.for_data(data, cfg.model).config, data=cfg.data, train=cfg.train)
+    return RunConfig(model=VAE.for_data(data, cfg.model).config, data=cfg.data,
+                     train=resolved(cfg.train, data))
 
 
 def _plain(value: Any) -> Any:
@@ -138,6 +142,53 @@ def test_a_trained_run_folder(picture_run: Path, tmp_path: Path) -> None:
     command = reproduction(recorded).command
     assert command.startswith("varfam train --data digits ") and "--limit 600" in command
     _same(_again(recorded, tmp_path), recorded)
+
+
+def test_settings_chosen_from_the_data_are_told_apart_from_those_set(tmp_path: Path) -> None:
+    """A setting left unset is chosen from the data, recorded as such, shown apart and left
+    to the data by the command; the same value given explicitly is the user's."""
+    left = _trained(_parse(["--data", "digits"]))
+    assert left.train.epochs == 30 and left.train.objective == "elbo"
+    assert left.train.chosen_from_data == ["batch_size", "epochs", "objective", "validation"]
+    assert chosen_from_data(left) == {
+        "model.arch": "mlp", "model.likelihood": "bernoulli", "model.prior": "standard",
+        "train.objective": "elbo", "train.epochs": 30, "train.batch_size": 128,
+        "train.validation": 0}
+    assert not [d for d in differences(left) if d.section == "train"]
+    assert reproduction(left).command == "varfam train --data digits"
+    page = configuration_html(left.to_dict(), left)
+    assert "Chosen from the data" in page and "train.epochs" in page
+    differ = page.split("Chosen from the data")[0]  # the table of what the user set
+    assert "data.source" in differ and "train." not in differ and "model.arch" not in differ
+
+    given = _trained(_parse(["--data", "digits", "--epochs", "30"]))
+    assert "epochs" not in given.train.chosen_from_data
+    assert reproduction(given).command == "varfam train --data digits --epochs 30"
+
+    table = _trained(_parse(["--data", str(_table(tmp_path / "rows.csv")), "--k", "3"]))
+    chosen = chosen_from_data(table)
+    assert chosen["train.objective"] == "iwae"
+    assert chosen["train.objective_options.estimator"] == "dreg"
+    assert "train.objective_options.k" not in chosen  # given
+    assert chosen["model.likelihood"] == "mixed" and chosen["model.arch"] == "tabular"
+    options = {d.name: d.value for d in differences(table) if d.section == "train"}
+    assert options == {"objective_options": {"k": 3}}
+    _same(_again(table, tmp_path), table)
+
+    # a run recorded before varfam kept track: its values count as set, as they did
+    old = RunConfig.from_dict({
+        section: {k: v for k, v in values.items() if k != "chosen_from_data"}
+        if isinstance(values, dict) else values for section, values in left.to_dict().items()})
+    assert chosen_from_data(old) == {}
+    assert "--epochs 30" in reproduction(old).command
+    # a family's natural prior and its options are chosen for the family
+    gumbel = _trained(_parse(["--data", "digits", "--family", "gumbel"]))
+    assert "model.prior" in chosen_from_data(gumbel)
+    assert reproduction(gumbel).command == "varfam train --data digits --family gumbel"
+    _same(_again(gumbel, tmp_path), gumbel)
+    # resuming keeps the record (the settings are then all set)
+    assert resolved(left.train, load_data(left.data, seed=0)).chosen_from_data == \
+        left.train.chosen_from_data
 
 
 def test_differences_and_the_section() -> None:

@@ -25,7 +25,9 @@ from varfam.training import loop as loop_module
 from varfam.training.defaults import TABLE_STEPS, resolved
 
 CHOSEN = ("objective", "epochs", "batch_size", "validation", "patience")
-IMAGE_DEFAULTS = TrainConfig(objective="elbo", epochs=30, batch_size=128, validation=0)
+IMAGE_DEFAULTS = TrainConfig(objective="elbo", epochs=30, batch_size=128, validation=0,
+                             chosen_from_data=["batch_size", "epochs", "objective",
+                                               "validation"])
 
 
 def _csv(path: Path, rows: int = 300, label: bool = False) -> Path:

@@ -36,8 +36,8 @@ from typing import Any
 from varfam.config import DataConfig, ModelConfig, RunConfig, TrainConfig, toml_key, toml_value
 from varfam.reporting.markup import cell_table, copy_block, details, esc, value_html
 
-__all__ = ["SECTIONS", "Difference", "differences", "Reproduction", "reproduction",
-           "toml_text", "configuration_html"]
+__all__ = ["SECTIONS", "Difference", "differences", "chosen_from_data", "Reproduction",
+           "reproduction", "toml_text", "configuration_html"]
 
 #: The sections of a ``config.json``, in the order the page and the TOML file show them.
 SECTIONS: tuple[tuple[str, type], ...] = (
@@ -75,17 +75,49 @@ def _same(a: Any, b: Any) -> bool:
     return norm(a) == norm(b)
 
 
+#: Bookkeeping fields that are never a setting of their own.
+RECORD_ONLY = {("model", "chosen_from_data"), ("train", "chosen_from_data")}
+
+
+def _split_chosen(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(given, chosen)`` of one section of a config dict: the section without the
+    settings varfam chose (its ``chosen_from_data``), and those settings with their values
+    (an option of a part as ``OPTIONS.KEY``, e.g. ``objective_options.k``)."""
+    given = dict(values)
+    chosen: dict[str, Any] = {}
+    for name in values.get("chosen_from_data") or []:
+        if "." in name:
+            options, key = name.split(".", 1)
+            if key in (given.get(options) or {}):
+                given[options] = dict(given[options])
+                chosen[name] = given[options].pop(key)
+        elif name in given:
+            chosen[name] = given.pop(name)
+    return given, chosen
+
+
 def differences(cfg: RunConfig | dict[str, Any]) -> list[Difference]:
     """The fields of ``cfg`` (a :class:`RunConfig` or its ``to_dict()``) that differ from
-    the defaults, section by section, in the dataclasses' order."""
+    the defaults, section by section, in the dataclasses' order; the settings varfam
+    chose (:func:`chosen_from_data`) are not among them."""
     d = cfg.to_dict() if isinstance(cfg, RunConfig) else cfg
     out = []
     for section, cls in SECTIONS:
-        values = d.get(section) or {}
+        values = _split_chosen(d.get(section) or {})[0]
         for f in dataclasses.fields(cls):
-            if f.init and f.name in values and not _same(values[f.name], _default(f)):
+            if ((section, f.name) not in RECORD_ONLY and f.init and f.name in values
+                    and not _same(values[f.name], _default(f))):
                 out.append(Difference(section, f.name, values[f.name], _default(f)))
     return out
+
+
+def chosen_from_data(cfg: RunConfig | dict[str, Any]) -> dict[str, Any]:
+    """The settings varfam chose for this run, ``section.name`` → value: the parts left
+    unset (for the data or the family) and the training settings chosen from the data;
+    empty for runs recorded before varfam kept track, whose values count as set."""
+    d = cfg.to_dict() if isinstance(cfg, RunConfig) else cfg
+    return {f"{section}.{name}": value for section, _ in SECTIONS
+            for name, value in _split_chosen(d.get(section) or {})[1].items()}
 
 
 # ---------------------------------------------------------------- running it again
@@ -173,6 +205,10 @@ def reproduction(cfg: RunConfig) -> Reproduction:
     given = _as_given(cfg)
     diffs = differences(given)
     derived = "The data's shape and classes are left to the data, as varfam train reads them."
+    chosen = chosen_from_data(cfg)
+    if chosen:
+        derived += (f" So are the settings varfam chose ({', '.join(chosen)}): the same data "
+                    "gives them again.")
     tokens = _flag_tokens(diffs)
     if tokens is not None:
         return Reproduction(shlex.join(["varfam", "train", *tokens]), None, derived)
@@ -216,6 +252,13 @@ def configuration_html(cfg_dict: dict[str, Any], cfg: RunConfig | None) -> str:
                                   raw=True))
     else:
         parts.append('<p class="note">Every setting is the default.</p>')
+    chosen = chosen_from_data(cfg_dict)
+    if chosen:
+        parts.append("<h3>Chosen from the data</h3>"
+                     '<p class="note">Left unset, these were chosen for the data (or, a '
+                     "prior, for the family) when the run started.</p>"
+                     + cell_table([(esc(k), value_html(v)) for k, v in chosen.items()],
+                                  header=("setting", "this run"), raw=True))
     if cfg is not None:
         again = reproduction(cfg)
         if again.command:

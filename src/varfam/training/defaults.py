@@ -5,7 +5,8 @@
 ``objective_options``) unless they are given. :func:`resolved` fills them from the data,
 once, at the start of :func:`varfam.train` (so Python and ``varfam train`` share it), and
 the run's ``config.json`` records the filled values (``--resume``, ``report`` and
-``compare`` read concrete settings). Anything set explicitly is kept as it is.
+``compare`` read concrete settings) and their names (``chosen_from_data``, so that the
+report tells them from what the user set). Anything set explicitly is kept as it is.
 
 - **Images and vectors**: the ELBO, 30 epochs, batches of 128, no validation split,
   no early stopping (the defaults varfam always had).
@@ -24,6 +25,8 @@ the run's ``config.json`` records the filled values (``--resume``, ``report`` an
 >>> cfg = resolved(TrainConfig(), Dataset("vectors", torch.rand(300, 4), torch.rand(30, 4)))
 >>> cfg.objective, cfg.epochs, cfg.batch_size, cfg.validation, cfg.patience
 ('elbo', 30, 128, 0, None)
+>>> cfg.chosen_from_data
+['batch_size', 'epochs', 'objective', 'validation']
 """
 
 from __future__ import annotations
@@ -146,6 +149,7 @@ def resolved(cfg: TrainConfig, data: Dataset) -> TrainConfig:
     is refused in one line)."""
     chosen = choices(cfg, data)
     added = chosen.pop("objective_options", {})
+    names = set(cfg.chosen_from_data) | set(chosen) | {f"objective_options.{k}" for k in added}
     if added:
         chosen["objective_options"] = {**cfg.objective_options, **added}
-    return dataclasses.replace(cfg, **chosen)
+    return dataclasses.replace(cfg, **chosen, chosen_from_data=sorted(names))
