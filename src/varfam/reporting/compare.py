@@ -215,8 +215,9 @@ def config_differences(run_dirs: list[str | Path]) -> list[tuple[str, list[Any]]
     same in every run, with each run's value (``None`` where a run lacks it)."""
     flats = [_flat(load_run_config(r).to_dict()) for r in run_dirs]
     keys: list[str] = []
-    for f in flats:
-        keys += [k for k in f if k not in keys and k != "version"]
+    for f in flats:  # the values matter, not whether varfam or the user chose them
+        keys += [k for k in f if k not in keys and k != "version"
+                 and not k.endswith(".chosen_from_data")]
     out = []
     for k in keys:
         values = [f.get(k) for f in flats]
