@@ -60,6 +60,7 @@ def run(dataset: str, model_name: str, seed: int, args: argparse.Namespace) -> l
     """Train one model, fit and measure every sampler; one record per sampler and the floor."""
     ds = load_dataset(dataset)
     epochs = args.epochs or DEFAULT_EPOCHS.get(dataset, 10)
+    label = model_name if args.fit_on == "mean" else f"{model_name}, fitted on draws"
     run_dir = args.runs / f"{dataset}-{model_name}-{seed}"
     torch.manual_seed(seed)
     model = VAE.build(data_shape=ds.data_shape, **MODELS[model_name])
@@ -72,10 +73,12 @@ def run(dataset: str, model_name: str, seed: int, args: argparse.Namespace) -> l
     samplers, fit = {}, {}
     for name in args.samplers:
         start = time.perf_counter()
-        samplers[name] = fitted_sampler(run_dir, model, name, ds.train, refit=True)
+        options = {"fit_on": args.fit_on} if SAMPLERS.get(name).needs_fit else None
+        samplers[name] = fitted_sampler(run_dir, model, name, ds.train, refit=True,
+                                        options=options)
         fit[name] = time.perf_counter() - start
     quality = measure_samples(model, samplers, features, ds.train, ds.test, seed=seed)
-    base = {"dataset": dataset, "model": model_name, "seed": seed, "epochs": epochs,
+    base = {"dataset": dataset, "model": label, "seed": seed, "epochs": epochs,
             "train_seconds": round(trained, 1), "features": features.description,
             "threads": torch.get_num_threads()}
     records = []
@@ -87,7 +90,8 @@ def run(dataset: str, model_name: str, seed: int, args: argparse.Namespace) -> l
         from varfam.reporting.pictures import save_grid
 
         for name, sampler in samplers.items():
-            path = ROOT / "docs" / "images" / "samples" / f"{dataset}-{model_name}-{name}.png"
+            stem = model_name if args.fit_on == "mean" else f"{model_name}-draws"
+            path = ROOT / "docs" / "images" / "samples" / f"{dataset}-{stem}-{name}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_grid(draw_samples(model, 64, sampler, seed=seed), path, ncol=8)
     return records
@@ -120,7 +124,9 @@ def table(records: list[dict]) -> str:
         rows = [r for r in records if (r["dataset"], r["model"]) == (dataset, model)]
         seeds = sorted({r["seed"] for r in rows})
         first = rows[0]
-        out.append(f"### {dataset}, {model} VAE\n\n{len(seeds)} seed{'s' * (len(seeds) != 1)} "
+        name, _, fitted = model.partition(", ")  # "textbook, fitted on draws"
+        title = f"{name} VAE" + (f", samplers {fitted}" if fitted else "")
+        out.append(f"### {dataset}, {title}\n\n{len(seeds)} seed{'s' * (len(seeds) != 1)} "
                    f"({', '.join(map(str, seeds))}), {first['epochs']} epochs; N = "
                    f"{first['n']} samples against {first['n_reference']} training images; "
                    f"{first['features']}.\n")
@@ -169,6 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", nargs="+", default=["textbook"], choices=sorted(MODELS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--samplers", nargs="+", default=None, help="default: every registered one")
+    p.add_argument("--fit-on", choices=("mean", "draw"), default="mean",
+                   help="fit the samplers on the encoder means (default) or on one posterior "
+                        "draw per training image (recorded as the model 'NAME, fitted on "
+                        "draws')")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"epochs per training (default per data set: {DEFAULT_EPOCHS})")
     p.add_argument("--budget", type=float, default=None, help="minutes per training at most")
