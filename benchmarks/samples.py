@@ -60,7 +60,9 @@ def run(dataset: str, model_name: str, seed: int, args: argparse.Namespace) -> l
     """Train one model, fit and measure every sampler; one record per sampler and the floor."""
     ds = load_dataset(dataset)
     epochs = args.epochs or DEFAULT_EPOCHS.get(dataset, 10)
-    label = model_name if args.fit_on == "mean" else f"{model_name}, fitted on draws"
+    draws = args.fit_on == "draw"  # recorded as the model "NAME, fitted on draws"
+    label = f"{model_name}, fitted on draws" if draws else model_name
+    stem = f"{model_name}-draws" if draws else model_name  # of the pictures' files
     run_dir = args.runs / f"{dataset}-{model_name}-{seed}"
     torch.manual_seed(seed)
     model = VAE.build(data_shape=ds.data_shape, **MODELS[model_name])
@@ -90,7 +92,6 @@ def run(dataset: str, model_name: str, seed: int, args: argparse.Namespace) -> l
         from varfam.reporting.pictures import save_grid
 
         for name, sampler in samplers.items():
-            stem = model_name if args.fit_on == "mean" else f"{model_name}-draws"
             path = ROOT / "docs" / "images" / "samples" / f"{dataset}-{stem}-{name}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_grid(draw_samples(model, 64, sampler, seed=seed), path, ncol=8)

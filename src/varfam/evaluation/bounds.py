@@ -179,7 +179,6 @@ def importance_sampling(
     """
     if k < 1:
         raise VarfamError(f"the number of importance samples must be at least 1, got {k}")
-    check_precision(precision)
     with model.evaluating(seed):
         x = x.to(model.device, torch.float32)
         n = x.shape[0]

@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from varfam.reporting.configuration import CHOSEN
 from varfam.reporting.curves import overlaid_curves
 from varfam.reporting.factors import latest_factor_line
 from varfam.reporting.markup import (
@@ -217,7 +218,7 @@ def config_differences(run_dirs: list[str | Path]) -> list[tuple[str, list[Any]]
     keys: list[str] = []
     for f in flats:  # the values matter, not whether varfam or the user chose them
         keys += [k for k in f if k not in keys and k != "version"
-                 and not k.endswith(".chosen_from_data")]
+                 and not k.endswith(f".{CHOSEN}")]
     out = []
     for k in keys:
         values = [f.get(k) for f in flats]

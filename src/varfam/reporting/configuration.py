@@ -36,8 +36,8 @@ from typing import Any
 from varfam.config import DataConfig, ModelConfig, RunConfig, TrainConfig, toml_key, toml_value
 from varfam.reporting.markup import cell_table, copy_block, details, esc, value_html
 
-__all__ = ["SECTIONS", "Difference", "differences", "chosen_from_data", "Reproduction",
-           "reproduction", "toml_text", "configuration_html"]
+__all__ = ["SECTIONS", "CHOSEN", "Difference", "differences", "chosen_from_data",
+           "Reproduction", "reproduction", "toml_text", "configuration_html"]
 
 #: The sections of a ``config.json``, in the order the page and the TOML file show them.
 SECTIONS: tuple[tuple[str, type], ...] = (
@@ -75,17 +75,19 @@ def _same(a: Any, b: Any) -> bool:
     return norm(a) == norm(b)
 
 
-#: Bookkeeping fields that are never a setting of their own.
-RECORD_ONLY = {("model", "chosen_from_data"), ("train", "chosen_from_data")}
+#: The field in which a section (``model``, ``train``) records the settings varfam chose;
+#: bookkeeping, never a setting of its own.
+CHOSEN = "chosen_from_data"
 
 
 def _split_chosen(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(given, chosen)`` of one section of a config dict: the section without the
-    settings varfam chose (its ``chosen_from_data``), and those settings with their values
-    (an option of a part as ``OPTIONS.KEY``, e.g. ``objective_options.k``)."""
+    settings varfam chose and without their record (:data:`CHOSEN`), and those settings
+    with their values (an option of a part as ``OPTIONS.KEY``, e.g.
+    ``objective_options.k``)."""
     given = dict(values)
     chosen: dict[str, Any] = {}
-    for name in values.get("chosen_from_data") or []:
+    for name in given.pop(CHOSEN, None) or []:
         if "." in name:
             options, key = name.split(".", 1)
             if key in (given.get(options) or {}):
@@ -105,8 +107,7 @@ def differences(cfg: RunConfig | dict[str, Any]) -> list[Difference]:
     for section, cls in SECTIONS:
         values = _split_chosen(d.get(section) or {})[0]
         for f in dataclasses.fields(cls):
-            if ((section, f.name) not in RECORD_ONLY and f.init and f.name in values
-                    and not _same(values[f.name], _default(f))):
+            if f.init and f.name in values and not _same(values[f.name], _default(f)):
                 out.append(Difference(section, f.name, values[f.name], _default(f)))
     return out
 
