@@ -15,7 +15,9 @@ Parts (``--parts``):
    and wine (classes 1 and 2, class 0 subsampled to 5 %), a fresh subsample per seed,
    standardized; every detector is fitted on the contaminated rows and scores the same
    rows (AUROC, rare class positive): varfam's scores against IsolationForest,
-   LocalOutlierFactor and, where pyod is installed, pyod's VAE and KNN.
+   LocalOutlierFactor and, where pyod is installed, pyod's VAE and KNN. Also
+   ``VAEOutlierDetector``'s ``nll`` after ``--table-refits`` trimmed refits of
+   ``--table-steps`` optimizer steps each (chosen on seeds 10-14, docs/anomaly.md).
 
 Every run appends one JSON line per (part, data, method, seed) to ``--out``; the
 summary (mean ± standard deviation over seeds) is printed as Markdown tables.
@@ -216,6 +218,13 @@ def table_seed(log: Log, name: str, seed: int, args: argparse.Namespace) -> None
         if method == "ratio":
             opts.update(train=x, epochs=args.table_epochs)
         add(f"varfam {method}", score(model, x, method, **opts).numpy(), t0)
+    if args.table_refits:  # nll after trimmed refits (VAEOutlierDetector, same model)
+        from varfam.integrations.sklearn import VAEOutlierDetector
+
+        t0 = time.perf_counter()
+        det = VAEOutlierDetector(hidden=(64,), latent_dim=2, steps=args.table_steps,
+                                 refits=args.table_refits, random_state=seed).fit(X)
+        add(f"varfam nll, {args.table_refits} trimmed refits", det.anomaly_score(X), t0)
 
 
 # ---------------------------------------------------------------- summary
@@ -266,6 +275,11 @@ def main() -> None:
     p.add_argument("--table-epochs", type=int, default=10,
                    help="epochs of the table VAEs (default 10: more fit the planted outliers too, "
                         "docs/anomaly.md)")
+    p.add_argument("--table-refits", type=int, default=2,
+                   help="also score tables with VAEOutlierDetector after this many trimmed "
+                        "refits (0: not)")
+    p.add_argument("--table-steps", type=int, default=60,
+                   help="optimizer steps of each of its fits (default 60)")
     p.add_argument("--pyod-epochs", type=int, default=100)
     p.add_argument("--regret-rows", type=int, default=10000,
                    help="time regret on this many Fashion-MNIST test images (0 skips)")

@@ -127,3 +127,73 @@ def test_bad_input_ends_in_one_line() -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(EstimatorInputError, match="2 samples"):
         _fast().fit(X[:1])
+
+
+# ---------------------------------------------------------------- trimmed refitting
+def _clustered(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """300 inliers near a 2-d plane in 6 dimensions and 30 outliers in one tight cluster off
+    it: a cluster that a VAE fitted to all rows partly learns as a second mode."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(2, 6))
+    inliers = rng.normal(size=(300, 2)) @ basis + 0.1 * rng.normal(size=(300, 6))
+    outliers = 3.0 + 0.1 * rng.normal(size=(30, 6))
+    return np.vstack([inliers, outliers]), np.r_[np.zeros(300), np.ones(30)]
+
+
+def test_refits_leave_out_the_rows_the_previous_fit_scored_highest() -> None:
+    """One refit leaves out exactly int(trim · n) rows: those with the highest −log p(x)
+    under the first fit (which is the detector without refits, with the same seed)."""
+    from varfam.evaluation.scores import score
+
+    X, _ = _clustered()
+    first = _fast(contamination=0.1).fit(X)
+    refit = _fast(contamination=0.1, refits=1, trim=0.05).fit(X)
+    assert first.trimmed_.sum() == 0
+    assert refit.trimmed_.sum() == int(0.05 * len(X))
+    nll = score(first.model_, first._rows(X), "nll", seed=first.seed_).numpy()
+    assert np.array_equal(np.flatnonzero(refit.trimmed_),
+                          np.sort(np.argsort(-nll, kind="stable")[: int(0.05 * len(X))]))
+    assert np.array_equal(clone(refit).fit(X).score_samples(X), refit.score_samples(X))
+    # trim defaults to the contamination
+    assert _fast(contamination=0.1, refits=1).fit(X).trimmed_.sum() == int(0.1 * len(X))
+
+
+def test_refits_stop_a_cluster_of_outliers_from_being_learnt() -> None:
+    """Fitted to all rows, the VAE learns some of the outliers' cluster (AUROC about 0.96);
+    two trimmed refits leave the cluster out of the fit, and every outlier ranks above
+    every inlier."""
+    X, truth = _clustered()
+    plain = VAEOutlierDetector(epochs=60, contamination=0.1).fit(X)
+    trimmed = VAEOutlierDetector(epochs=60, contamination=0.1, refits=2).fit(X)
+    auc_plain = roc_auc_score(truth, plain.anomaly_score(X))
+    auc_trimmed = roc_auc_score(truth, trimmed.anomaly_score(X))
+    assert trimmed.trimmed_[truth == 1].mean() > 0.9  # the cluster is left out
+    assert auc_trimmed > 0.99 and auc_trimmed > auc_plain
+
+
+@pytest.mark.parametrize("params, needle", [({"refits": -1}, "refits"),
+                                            ({"trim": 0.6}, "trim"), ({"trim": 0.0}, "trim")])
+def test_bad_refit_options(params, needle) -> None:
+    X, _ = _planted()
+    with pytest.raises(ValueError, match=needle) as info:
+        _fast(**params).fit(X)
+    assert "\n" not in str(info.value).strip()
+
+
+def test_steps_set_the_epochs_from_the_rows(monkeypatch) -> None:
+    """``steps`` trains each fit for ceil(steps / batches per epoch) epochs: 300 rows in
+    batches of 64 are 5 batches, so 12 steps take 3 epochs; the refit's 270 rows too."""
+    from varfam.integrations import sklearn as module
+
+    fits: list[tuple[int, int]] = []
+    real = module._fit_vae
+
+    def spy(x, build, seed, *, epochs, **kw):
+        fits.append((x.shape[0], epochs))
+        return real(x, build, seed, epochs=epochs, **kw)
+
+    monkeypatch.setattr(module, "_fit_vae", spy)
+    X, _ = _planted()
+    _fast(steps=12, refits=1).fit(X[:300])
+    _fast(steps=12, batch_size=100).fit(X[:150])
+    assert fits == [(300, 3), (270, 3), (150, 6)]

@@ -172,3 +172,22 @@ def test_bad_spaces_end_in_one_line(space, message) -> None:
     with pytest.raises(VarfamError) as e:
         SearchSpace.from_dict(space, base)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_time_limit_on_the_cpu_clock(files, tmp_path, monkeypatch) -> None:
+    """``time_clock="cpu"`` counts this process's CPU time: a study whose wall clock runs
+    but whose CPU clock does not keeps starting trials; "wall" stops after the first."""
+    import varfam
+    from varfam.errors import VarfamError
+    from varfam.integrations import tune as tune_module
+
+    base, space = files
+    ticks = iter(range(0, 10_000, 50))  # the fake wall clock: 50 s more at each reading
+    monkeypatch.setitem(tune_module.CLOCKS, "wall", lambda: float(next(ticks)))
+    monkeypatch.setitem(tune_module.CLOCKS, "cpu", lambda: 0.0)  # no CPU time passes
+    wall = varfam.tune(base, space, n_trials=3, time_limit=1.0, out=tmp_path / "wall", seed=0)
+    cpu = varfam.tune(base, space, n_trials=3, time_limit=1.0, time_clock="cpu",
+                      out=tmp_path / "cpu", seed=0)
+    assert len(wall.trials) == 1 and len(cpu.trials) == 3
+    with pytest.raises(VarfamError, match="unknown time clock 'gpu'; choose from wall, cpu"):
+        varfam.tune(base, space, n_trials=1, time_clock="gpu", out=tmp_path / "bad")

@@ -15,7 +15,7 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from varfam.integrations.tune import OBJECTIVES, PRUNERS, SAMPLERS
+    from varfam.integrations.tune import CLOCKS, OBJECTIVES, PRUNERS, SAMPLERS
 
     p = sub.add_parser(
         "tune", help="search hyper-parameters with Optuna: every trial a run folder "
@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "it (default 20)")
     p.add_argument("--time-limit", type=positive_float, metavar="MIN",
                    help="start no new trial after this many minutes")
+    p.add_argument("--time-clock", choices=CLOCKS, default="wall",
+                   help="what --time-limit counts: wall time (default) or cpu, this "
+                        "process's CPU time (a budget that other work on a shared machine "
+                        "does not eat into)")
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage: an RDB URL (default sqlite:///OUT/study.db; "
                         "postgresql://…, mysql://…) or journal:PATH (a journal file)")
@@ -67,7 +71,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     require_optuna()  # before anything else: without it, the pip line
     study = tune(args.config, args.space, n_trials=args.trials, time_limit=args.time_limit,
-                 storage=args.storage, study_name=args.study, out=args.out,
+                 time_clock=args.time_clock, storage=args.storage, study_name=args.study,
+                 out=args.out,
                  objective=args.objective, sampler=args.sampler, pruner=args.pruner,
                  startup_trials=args.startup_trials, seed=args.seed, iw=args.iw,
                  report=args.report, progress=not args.quiet)

@@ -66,7 +66,7 @@ from sklearn.base import (
     TransformerMixin,
 )
 from sklearn.utils import check_array, check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from varfam.errors import VarfamError
@@ -152,8 +152,23 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         to fit hold the outliers too, and a VAE trained longer learns them as well
         (measured in docs/anomaly.md: breast cancer AUROC 0.96 after 10 epochs, 0.87
         after 300).
+    steps : int or None, default=None
+        When given, each fit trains for about this many optimizer steps instead of
+        ``epochs`` epochs (the epochs follow from the rows it fits and ``batch_size``): on
+        small tables the number of steps, not of passes, sets how closely the VAE learns
+        the rows, outliers included, and a refit fits fewer rows.
     score_options : dict or None
         Options of the score (``k``, ``steps``, …).
+    refits : int, default=0
+        Rounds of trimmed refitting. After each fit, the training rows with the highest
+        −log p(x) (the ``trim`` share of them) are left out, and a VAE is trained again,
+        from the same initial weights' seed, on the rest: the outliers in the rows to fit
+        stop pulling the model towards themselves (the idea of least trimmed squares,
+        Rousseeuw 1984, applied to the likelihood). Measured in docs/anomaly.md: on wine,
+        two refits raise the AUROC from 0.88 to the level of LocalOutlierFactor.
+    trim : float in (0, 0.5] or None, default=None
+        The share of the training rows each refit leaves out; ``None`` means
+        ``contamination``.
     random_state : int, RandomState or None, default=0
         Seeds the training and the score's draws.
 
@@ -167,6 +182,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         ``decision_function = score_samples - offset_``.
     threshold_ : float
         ``-offset_``: anomaly scores above it are outliers.
+    trimmed_ : ndarray of bool (n_samples,)
+        The training rows the last refit left out (all False without refits).
     n_features_in_ : int
     """
 
@@ -179,7 +196,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
+        "steps": [Interval(Integral, 1, None, closed="left"), None],
         "score_options": [dict, None],
+        "refits": [Interval(Integral, 0, None, closed="left")],
+        "trim": [Interval(Real, 0, 0.5, closed="right"), None],
         "random_state": ["random_state"],
         "device": [StrOptions({"cpu", "cuda", "auto"})],
     }
@@ -195,7 +215,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         epochs: int = 20,
         batch_size: int = 64,
         lr: float = 1e-3,
+        steps: int | None = None,
         score_options: dict[str, Any] | None = None,
+        refits: int = 0,
+        trim: float | None = None,
         random_state: Any = 0,
         device: str = "cpu",
     ) -> None:
@@ -207,7 +230,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.steps = steps
         self.score_options = score_options
+        self.refits = refits
+        self.trim = trim
         self.random_state = random_state
         self.device = device
 
@@ -222,6 +248,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             SCORES.get(self.method)
         except VarfamError as e:
             raise _user_error(e) from None
+        try:
+            self._validate_params()
+        except InvalidParameterError as e:
+            raise EstimatorInputError(str(e)) from None
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan")
         n = X.shape[0]
         if n < 2:
@@ -230,7 +260,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.mean_, self.scale_ = _standardize(X)
         self.seed_ = _seed(self.random_state)
         rows = self._rows(X)
-        self.model_ = self._train(rows)
+        self.model_, self.trimmed_ = self._train_trimmed(rows)
         if self.method == "ratio" and "background" not in (self.score_options or {}):
             self.background_ = self._fit_background(rows)
         self.offset_ = float(np.percentile(self.score_samples(X), 100.0 * self.contamination))
@@ -241,13 +271,35 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         """``X`` standardized with the training rows' mean and scale, as float32 (N, D)."""
         return torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
 
+    def _train_trimmed(self, x: torch.Tensor) -> tuple[Any, np.ndarray]:
+        """The VAE fitted to the rows ``x`` (N, D), and after each of ``refits`` rounds
+        refitted to the rows outside the top ``trim`` share of −log p(x); the rows the last
+        round left out (N,) bool."""
+        from varfam.evaluation.scores import score
+
+        n = x.shape[0]
+        trimmed = np.zeros(n, dtype=bool)
+        model = self._train(x)
+        leave_out = int((self.contamination if self.trim is None else self.trim) * n)
+        if leave_out == 0 or n - leave_out < 2:
+            return model, trimmed  # too few rows to leave any out
+        for _ in range(int(self.refits)):
+            nll = score(model, x, "nll", seed=self.seed_).numpy()
+            trimmed = np.zeros(n, dtype=bool)
+            trimmed[np.argsort(-nll, kind="stable")[:leave_out]] = True
+            model = self._train(x[torch.from_numpy(~trimmed)])
+        return model, trimmed
+
     def _train(self, x: torch.Tensor) -> Any:
         d = x.shape[1]
         build = {"data_shape": (d,), "arch": "tabular", "hidden": _hidden(self.hidden),
                  "latent_dim": int(self.latent_dim), "family": self.family,
                  "likelihood": "mixed"}
-        return _fit_vae(x, build, self.seed_, epochs=int(self.epochs),
-                        batch_size=int(self.batch_size), lr=float(self.lr), device=self.device)
+        batch = int(min(self.batch_size, x.shape[0]))
+        epochs = int(self.epochs) if self.steps is None else \
+            -(-int(self.steps) // -(-x.shape[0] // batch))  # ceil(steps / batches per epoch)
+        return _fit_vae(x, build, self.seed_, epochs=epochs, batch_size=batch, lr=float(self.lr),
+                        device=self.device)
 
     def _fit_background(self, x: torch.Tensor) -> Any:
         from varfam.evaluation.scores import fit_background

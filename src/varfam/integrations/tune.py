@@ -38,8 +38,8 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,8 @@ PIP_LINE = "pip install 'varfam[tune]'"
 
 PRUNERS = ("median", "hyperband", "none")
 SAMPLERS = ("tpe", "random")
+#: What a time limit counts: wall time, or the CPU time of this process.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 #: What the study folder records, and the lock its processes take to ask for trials.
 STUDY_FILE, ASK_LOCK = "study.json", ".tune.lock"
@@ -82,6 +84,7 @@ def tune(
     *,
     n_trials: int = 20,
     time_limit: float | None = None,
+    time_clock: str = "wall",
     storage: str | None = None,
     study_name: str | None = None,
     out: str | Path | None = None,
@@ -101,7 +104,10 @@ def tune(
     examples (``train.validation``), on which trials are measured and pruned. ``space``:
     a :class:`SearchSpace`, its TOML tables as a dict, or a TOML file.
     ``n_trials``: the study's total number of trials (over every process that shares it);
-    ``time_limit``: minutes after which this process starts no new trial.
+    ``time_limit``: minutes after which this process starts no new trial;
+    ``time_clock``: what it counts, ``"wall"`` (default) time or ``"cpu"``, this
+    process's CPU time (a budget that other work on a shared machine does not eat into,
+    as in ``benchmarks/tune.py``).
     ``storage``: an RDB URL or ``journal:PATH`` (default ``sqlite:///OUT/study.db``);
     ``study_name`` (default: the name of ``out``, else ``"study"``); ``out``: the study
     folder (default ``studies/STUDY_NAME``). An existing study of that name is joined
@@ -119,7 +125,8 @@ def tune(
     optuna = require_optuna()
     with _quiet_optuna(optuna):
         return _tune(base_config, space, n_trials=n_trials, time_limit=time_limit,
-                     storage=storage, study_name=study_name, out=out, objective=objective,
+                     time_clock=time_clock, storage=storage, study_name=study_name, out=out,
+                     objective=objective,
                      sampler=sampler, pruner=pruner, startup_trials=startup_trials, seed=seed,
                      iw=iw, report=report, progress=progress, callbacks=callbacks)
 
@@ -158,12 +165,13 @@ class Study:
     time_limit: float | None
     iw: int
     pruning: bool
-    started: float = field(default_factory=time.perf_counter)
+    clock: Callable[[], float] = time.perf_counter
+    started: float = 0.0
     last_error: str = ""
 
     @classmethod
     def open(cls, base_config: Any, space: Any, *, n_trials: int, time_limit: float | None,
-             storage: str | None, study_name: str | None, out: str | Path | None,
+             time_clock: str, storage: str | None, study_name: str | None, out: str | Path | None,
              objective: str | Sequence[str], sampler: Any, pruner: Any,
              startup_trials: int | None, seed: int | None, iw: int) -> Study:
         """Check every setting, open the storage, create or join the study (see :func:`tune`)."""
@@ -174,6 +182,9 @@ class Study:
             else SearchSpace.from_dict(space, base)
         objectives = _objectives(objective)
         _check_numbers(n_trials, time_limit, iw, startup_trials)
+        if time_clock not in CLOCKS:
+            raise VarfamError(f"unknown time clock {time_clock!r}; choose from "
+                              f"{', '.join(CLOCKS)}")
         if base.train.validation == 0:  # None: chosen from the data, checked in the trial
             from varfam.integrations.trial_callbacks import NO_VALIDATION
 
@@ -191,8 +202,10 @@ class Study:
             _claim_folder(folder, name)
             study = _create(optuna, opened, name, objectives, sampler, pruner)
             _check_same_study(study, space, base, objectives, url)
+        clock = CLOCKS[time_clock]
         return cls(base, space, objectives, study, folder, url, n_trials, time_limit, iw,
-                   pruning=not isinstance(pruner, optuna.pruners.NopPruner))
+                   pruning=not isinstance(pruner, optuna.pruners.NopPruner), clock=clock,
+                   started=clock())
 
     # ------------------------------------------------------------ the trials
     def run(self, *, report: bool, progress: bool, callbacks: Sequence[Callback]) -> None:
@@ -210,7 +223,7 @@ class Study:
 
     def _out_of_time(self) -> bool:
         return self.time_limit is not None and \
-            time.perf_counter() - self.started >= 60.0 * self.time_limit
+            self.clock() - self.started >= 60.0 * self.time_limit
 
     def _ask(self) -> Any:
         """A new trial, or ``None`` when the study holds ``n_trials`` already.
