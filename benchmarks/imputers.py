@@ -163,6 +163,16 @@ def render(path: Path, doc: Path) -> None:
     lines = ["| imputer | " + " | ".join(f"{t}: CV MSE (4 folds) | {t}: imputation NRMSE"
                                          for t in tables) + " |",
              "|---|" + "---|---|" * len(tables)]
+    def lowest(t: str, seed: int, key: str) -> float | None:
+        values = [v[key] for (tt, s, m), v in last.items()
+                  if tt == t and s == seed and m != "full data" and v.get(key) is not None]
+        return min(values, default=None)
+
+    def mean_of(t: str, method: str, key: str) -> float | None:
+        values = [v[key] for (tt, _, m), v in last.items()
+                  if tt == t and m == method and v.get(key) is not None]
+        return float(np.mean(values)) if values else None
+
     for method in METHODS:
         cells = []
         for t in tables:
@@ -170,20 +180,25 @@ def render(path: Path, doc: Path) -> None:
             if not runs:
                 cells += ["–", "–"]
                 continue
-            means = np.array([r["mse"] for r in runs])
-            imputed = [v["mse"] for (tt, s, m), v in last.items()
-                       if tt == t and m not in ("full data",) and s == runs[0]["seed"]]
-            best = method != "full data" and runs[0]["mse"] == min(imputed)
-            text = (f"{means.mean():.4g} ± {runs[0]['std']:.3g}" if len(runs) == 1
-                    else f"{means.mean():.4g} (± {means.std():.3g} over {len(runs)} masks)")
-            cells.append(f"**{text}**" if best and len(runs) == 1 else text)
-            errors = [r["nrmse"] for r in runs if r.get("nrmse") is not None]
-            lowest = min((v["nrmse"] for (tt, s, m), v in last.items() if tt == t
-                          and v.get("nrmse") is not None and s == runs[0]["seed"]),
-                         default=None)
-            err = f"{np.mean(errors):.3f}" if errors else "–"
-            cells.append(f"**{err}**" if errors and len(runs) == 1 and errors[0] == lowest
-                         else err)
+            for key in ("mse", "nrmse"):
+                mine = [r for r in runs if r.get(key) is not None]
+                if not mine:
+                    cells.append("–")
+                    continue
+                values = np.array([r[key] for r in mine])
+                digits = ".4g" if key == "mse" else ".3f"
+                if len(mine) == 1 or method == "full data":  # the same for every mask
+                    text = f"{values[0]:{digits}}" + (f" ± {mine[0]['std']:.3g}"
+                                                      if key == "mse" else "")
+                    best = values[0] == lowest(t, mine[0]["seed"], key)
+                else:  # several masks: the mean, its spread, and how often it is lowest
+                    wins = sum(r[key] == lowest(t, r["seed"], key) for r in mine)
+                    text = (f"{values.mean():{digits}} (± {values.std():{digits}}, lowest on "
+                            f"{wins} of {len(mine)})")
+                    means = [x for x in (mean_of(t, m, key) for m in METHODS
+                                         if m != "full data") if x is not None]
+                    best = values.mean() == min(means)
+                cells.append(f"**{text}**" if best and method != "full data" else text)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     seeds = sorted({r["seed"] for r in records})
     epochs = sorted({r["epochs"] for r in records})
@@ -191,11 +206,13 @@ def render(path: Path, doc: Path) -> None:
                    and r["method"] == "VAEImputer") for t in tables}
     body = "\n".join(lines) + (
         f"\n\nMasks: RandomState seeds {', '.join(map(str, seeds))}; VAEImputer with "
-        f"epochs={', '.join(map(str, epochs))} (4 fits per table and mask: "
+        f"epochs={', '.join(map(str, epochs))} (4 fits per table and mask; in all: "
         + ", ".join(f"{t} {s:.0f} s" for t, s in secs.items())
         + f"); measured {records[-1]['date']} on {records[-1]['machine']}, "
-        f"{records[-1]['threads']} torch thread(s). ± is the standard deviation over the "
-        "4 folds (the example's error bars); bold: the lowest among the imputers. "
+        f"{records[-1]['threads']} torch thread(s). With one mask, ± is the standard "
+        "deviation over the 4 folds (the example's error bars); with several, the mean over "
+        "the masks, ± its standard deviation over them, and on how many masks the imputer "
+        "was the lowest. Bold: the lowest (mean) among the imputers. "
         "Imputation NRMSE: each imputer fitted on the 400 incomplete rows, RMSE of the "
         "hidden cells in units of their column's standard deviation.")
     write_block(doc, "<!-- imputers:begin -->", "<!-- imputers:end -->", body,
