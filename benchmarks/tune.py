@@ -50,7 +50,7 @@ from varfam.config import RunConfig
 from varfam.integrations.search_space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
-FRACTIONS = (0.25, 0.5, 1.0)
+FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
 QUICK_BASE = {
     "model": {"arch": "mlp", "hidden": [200], "latent_dim": 10, "family": "diagonal",
