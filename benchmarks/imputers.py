@@ -163,6 +163,7 @@ def render(path: Path, doc: Path) -> None:
     lines = ["| imputer | " + " | ".join(f"{t}: CV MSE (4 folds) | {t}: imputation NRMSE"
                                          for t in tables) + " |",
              "|---|" + "---|---|" * len(tables)]
+
     def lowest(t: str, seed: int, key: str) -> float | None:
         values = [v[key] for (tt, s, m), v in last.items()
                   if tt == t and s == seed and m != "full data" and v.get(key) is not None]

@@ -48,6 +48,7 @@ from _doc_block import write_block
 import varfam
 from varfam.config import RunConfig
 from varfam.integrations.search_space import SearchSpace
+from varfam.integrations.tune import CLOCKS
 
 ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
@@ -149,6 +150,7 @@ def run(args: argparse.Namespace) -> None:
                "date": time.strftime("%Y-%m-%d"), "startup_trials": args.startup_trials,
                "base": base.to_dict(), "space": space.describe(), "budget_min": args.budget,
                "clock": args.clock}
+
     def keep(record: dict[str, Any]) -> None:  # one line as soon as it is measured
         with args.out.open("a") as f:
             f.write(json.dumps({**record, **context}) + "\n")
@@ -234,7 +236,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="minutes instead of hours")
     p.add_argument("--budget", type=float, default=30.0, help="minutes per study (default 30)")
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+    p.add_argument("--clock", choices=CLOCKS, default="wall",
                    help="what the budget counts: wall time (default), or cpu: the CPU time of "
                         "the study's process, which other work on a shared machine does not "
                         "eat into (the curves then follow CPU time)")

@@ -72,8 +72,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     require_optuna()  # before anything else: without it, the pip line
     study = tune(args.config, args.space, n_trials=args.trials, time_limit=args.time_limit,
                  time_clock=args.time_clock, storage=args.storage, study_name=args.study,
-                 out=args.out,
-                 objective=args.objective, sampler=args.sampler, pruner=args.pruner,
+                 out=args.out, objective=args.objective, sampler=args.sampler, pruner=args.pruner,
                  startup_trials=args.startup_trials, seed=args.seed, iw=args.iw,
                  report=args.report, progress=not args.quiet)
     if not args.quiet:

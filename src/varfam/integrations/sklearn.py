@@ -165,7 +165,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         from the same initial weights' seed, on the rest: the outliers in the rows to fit
         stop pulling the model towards themselves (the idea of least trimmed squares,
         Rousseeuw 1984, applied to the likelihood). Measured in docs/anomaly.md: on wine,
-        two refits raise the AUROC from 0.88 to the level of LocalOutlierFactor.
+        two refits raise the AUROC from 0.88 to 0.92 (LocalOutlierFactor: 0.93).
     trim : float in (0, 0.5] or None, default=None
         The share of the training rows each refit leaves out; ``None`` means
         ``contamination``.

@@ -39,7 +39,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,9 +126,9 @@ def tune(
     with _quiet_optuna(optuna):
         return _tune(base_config, space, n_trials=n_trials, time_limit=time_limit,
                      time_clock=time_clock, storage=storage, study_name=study_name, out=out,
-                     objective=objective,
-                     sampler=sampler, pruner=pruner, startup_trials=startup_trials, seed=seed,
-                     iw=iw, report=report, progress=progress, callbacks=callbacks)
+                     objective=objective, sampler=sampler, pruner=pruner,
+                     startup_trials=startup_trials, seed=seed, iw=iw, report=report,
+                     progress=progress, callbacks=callbacks)
 
 
 @contextlib.contextmanager
@@ -166,8 +166,11 @@ class Study:
     iw: int
     pruning: bool
     clock: Callable[[], float] = time.perf_counter
-    started: float = 0.0
+    started: float = field(init=False)  # the clock's reading when the study was opened
     last_error: str = ""
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
 
     @classmethod
     def open(cls, base_config: Any, space: Any, *, n_trials: int, time_limit: float | None,
@@ -202,10 +205,9 @@ class Study:
             _claim_folder(folder, name)
             study = _create(optuna, opened, name, objectives, sampler, pruner)
             _check_same_study(study, space, base, objectives, url)
-        clock = CLOCKS[time_clock]
         return cls(base, space, objectives, study, folder, url, n_trials, time_limit, iw,
-                   pruning=not isinstance(pruner, optuna.pruners.NopPruner), clock=clock,
-                   started=clock())
+                   pruning=not isinstance(pruner, optuna.pruners.NopPruner),
+                   clock=CLOCKS[time_clock])
 
     # ------------------------------------------------------------ the trials
     def run(self, *, report: bool, progress: bool, callbacks: Sequence[Callback]) -> None:
